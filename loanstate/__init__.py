@@ -1,0 +1,50 @@
+"""loanstate: legal loan status changes, notified to Alibaba exactly once in effect.
+
+Declare the lifecycle once (:class:`LoanMachine`), get validated change events
+shaped like ``alibaba.finance.xfd.loan.change.notify`` (:class:`LoanChangeEvent`),
+and deliver them through pluggable notifiers.
+"""
+
+from __future__ import annotations
+
+from loanstate._definition import Problem, Transition
+from loanstate._errors import (
+    ConcurrentChange,
+    DeliveryError,
+    IllegalTransition,
+    InvalidDefinition,
+    InvalidEvent,
+    LoanStateError,
+    PermanentDeliveryError,
+    TransientDeliveryError,
+    UnknownLoan,
+)
+from loanstate._events import LoanChangeEvent, derive_request_id
+from loanstate._machine import LoanMachine, default_machine
+
+__all__ = [
+    "ConcurrentChange",
+    "DeliveryError",
+    "IllegalTransition",
+    "InvalidDefinition",
+    "InvalidEvent",
+    "LoanChangeEvent",
+    "LoanMachine",
+    "LoanStateError",
+    "PermanentDeliveryError",
+    "Problem",
+    "TransientDeliveryError",
+    "Transition",
+    "UnknownLoan",
+    "default_machine",
+    "derive_request_id",
+]
+
+
+def __getattr__(name: str) -> str:
+    # __version__ is read from the installed metadata only when asked for.
+    if name == "__version__":
+        from importlib.metadata import version
+
+        return version("loanstate")
+    raise AttributeError(f"module 'loanstate' has no attribute {name!r}")

@@ -1,0 +1,176 @@
+"""The exceptions loanstate raises.
+
+Every error is a :class:`LoanStateError`, so one ``except`` clause catches
+anything the library raises on purpose; anything else is a bug.
+
+.. code-block:: text
+
+    LoanStateError
+    ├── InvalidDefinition        a lifecycle definition has problems (all listed)
+    ├── IllegalTransition        before -> after is not a legal change
+    ├── InvalidEvent             a change event's field is missing or malformed
+    ├── UnknownLoan              the store holds no loan with that loan_apply_no
+    ├── ConcurrentChange         the loan changed under us (lost race, stale status)
+    └── DeliveryError            a notification did not reach the platform
+        ├── TransientDeliveryError   try again later, with the same request_id
+        └── PermanentDeliveryError   retrying unchanged cannot help: park it
+
+Messages name the offending value; attributes carry it for code. No error ever
+holds a secret (an app secret, a signature): notifiers strip them before raising.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from loanstate._definition import Problem
+
+__all__ = [
+    "ConcurrentChange",
+    "DeliveryError",
+    "IllegalTransition",
+    "InvalidDefinition",
+    "InvalidEvent",
+    "LoanStateError",
+    "PermanentDeliveryError",
+    "TransientDeliveryError",
+    "UnknownLoan",
+]
+
+
+class LoanStateError(Exception):
+    """Root of every error loanstate raises on purpose."""
+
+
+class InvalidDefinition(LoanStateError):
+    """A lifecycle definition has problems; ``problems`` lists every one of them."""
+
+    def __init__(self, problems: Sequence[Problem], source: str | None = None) -> None:
+        self.problems: tuple[Problem, ...] = tuple(problems)
+        self.source = source
+        where = f" in {source}" if source else ""
+        lines = "\n".join(f"  - {p}" for p in self.problems)
+        count = len(self.problems)
+        noun = "problem" if count == 1 else "problems"
+        super().__init__(f"invalid lifecycle definition{where}: {count} {noun}\n{lines}")
+
+
+class IllegalTransition(LoanStateError):
+    """``before -> after`` is not a legal change for this lifecycle.
+
+    ``allowed`` is the set of statuses that *are* legal after ``before``.
+    """
+
+    def __init__(
+        self,
+        before: str,
+        after: str,
+        allowed: Iterable[str],
+        *,
+        loan_apply_no: str | None = None,
+        reason: str | None = None,
+    ) -> None:
+        self.before = before
+        self.after = after
+        self.allowed: frozenset[str] = frozenset(allowed)
+        self.loan_apply_no = loan_apply_no
+        self.reason = reason
+        loan = f" for loan {loan_apply_no!r}" if loan_apply_no else ""
+        why = reason or "not a legal transition"
+        options = ", ".join(sorted(self.allowed)) or "none (no way out)"
+        super().__init__(f"{before!r} -> {after!r}{loan}: {why}; allowed after {before!r}: {options}")
+
+
+class InvalidEvent(LoanStateError):
+    """A change event, or the input it was built from, is malformed.
+
+    ``errors`` maps each bad field to what is wrong with it.
+    """
+
+    def __init__(self, errors: dict[str, str]) -> None:
+        self.errors = dict(errors)
+        detail = "; ".join(f"{field}: {msg}" for field, msg in self.errors.items())
+        super().__init__(f"invalid change event: {detail}")
+
+
+class UnknownLoan(LoanStateError):
+    """The store holds no loan with this ``loan_apply_no``."""
+
+    def __init__(self, loan_apply_no: str) -> None:
+        self.loan_apply_no = loan_apply_no
+        super().__init__(f"unknown loan {loan_apply_no!r}: open it first")
+
+
+class ConcurrentChange(LoanStateError):
+    """The loan's status was not what the change assumed.
+
+    Another writer won the race, or ``expected_before`` is stale. Nothing was
+    written; read the status again and decide.
+    """
+
+    def __init__(self, loan_apply_no: str, *, expected: str | None, actual: str | None) -> None:
+        self.loan_apply_no = loan_apply_no
+        self.expected = expected
+        self.actual = actual
+        super().__init__(
+            f"loan {loan_apply_no!r} changed concurrently: expected status {expected!r}, "
+            f"found {actual!r}; nothing was written"
+        )
+
+
+class DeliveryError(LoanStateError):
+    """A change notification did not reach the platform.
+
+    Attributes keep what the gateway said, never the credentials used:
+    ``request_id`` (the idempotency key), ``trace_id``, ``code``/``message``
+    (platform level), ``sub_code``/``sub_message``, ``response_code``/
+    ``response_message`` (business level), ``http_status`` and
+    ``retry_after`` (seconds to wait, where the platform implies a window).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        request_id: str | None = None,
+        trace_id: str | None = None,
+        code: str | None = None,
+        sub_code: str | None = None,
+        sub_message: str | None = None,
+        response_code: str | None = None,
+        response_message: str | None = None,
+        http_status: int | None = None,
+        gateway_request_id: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        self.request_id = request_id
+        self.trace_id = trace_id
+        self.code = code
+        self.sub_code = sub_code
+        self.sub_message = sub_message
+        self.response_code = response_code
+        self.response_message = response_message
+        self.http_status = http_status
+        self.gateway_request_id = gateway_request_id
+        self.retry_after = retry_after
+        where = f" (request_id={request_id!r})" if request_id else ""
+        super().__init__(f"{message}{where}")
+
+    @property
+    def message(self) -> str:
+        """The human-readable text this error was raised with."""
+        return str(self.args[0]) if self.args else ""
+
+
+class TransientDeliveryError(DeliveryError):
+    """Delivery failed for a reason that may pass: retry with the same request_id.
+
+    ``retry_after`` is the wait in seconds the platform implies (a rate limit
+    window), or ``None`` to use the caller's backoff.
+    """
+
+
+class PermanentDeliveryError(DeliveryError):
+    """The platform refused the notification; sending it unchanged cannot help."""

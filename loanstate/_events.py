@@ -1,0 +1,281 @@
+"""The change event: one legal status change of one loan, shaped like the API.
+
+:class:`LoanChangeEvent` holds exactly the fields of the request object of
+``alibaba.finance.xfd.loan.change.notify`` (``XfdLoanChangeExternalRequest``).
+Validators run on construction, so an event that exists is well formed: every
+text field is non-blank, at most 64 characters and free of control characters,
+the two statuses differ, and ``change_time`` is timezone-aware.
+
+Whether the *pair* is legal depends on a lifecycle; build events through
+:meth:`loanstate.LoanMachine.change` (or pass ``machine=`` to
+:meth:`LoanChangeEvent.from_dict`) to have that checked too.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import re
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta, timezone
+from typing import TYPE_CHECKING, Any, Final
+
+import attrs
+
+from loanstate._errors import IllegalTransition, InvalidEvent
+
+if TYPE_CHECKING:
+    from loanstate._machine import LoanMachine
+
+__all__ = [
+    "FIELDS",
+    "MAX_FIELD_LENGTH",
+    "TOP_TIMEZONE",
+    "LoanChangeEvent",
+    "derive_request_id",
+    "format_top_time",
+]
+
+#: The open platform writes dates in GMT+8 (Beijing time, no daylight saving).
+TOP_TIMEZONE: Final = timezone(timedelta(hours=8), "UTC+08:00")
+#: Longest text the library accepts in any field of the event.
+MAX_FIELD_LENGTH: Final = 64
+#: The event's fields, in the API's (alphabetical) order.
+FIELDS: Final = (
+    "after_status",
+    "before_status",
+    "change_time",
+    "customer_id",
+    "institution_loan_no",
+    "loan_apply_no",
+    "request_id",
+)
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND: Final = timedelta(microseconds=1)
+_REQUIRED: Final = frozenset(FIELDS) - {"customer_id", "institution_loan_no"}
+
+# One pass decides everything a text field must satisfy: 1..64 characters, no
+# C0/C1 control characters, and at least one that is not white space.
+_TEXT: Final = re.compile(r"(?=\s*\S)[^\x00-\x1f\x7f-\x9f]{1,64}")
+_REQUEST_ID: Final = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+def _text_problem(value: object) -> str | None:
+    """Say what is wrong with a text field's value, or ``None`` if nothing is."""
+    if not isinstance(value, str):
+        return f"must be a string, got {type(value).__name__} {value!r}"
+    if not value.strip():
+        return f"must not be blank, got {value!r}"
+    if len(value) > MAX_FIELD_LENGTH:
+        return f"must be at most {MAX_FIELD_LENGTH} characters, got {len(value)}: {value[:20]!r}..."
+    return f"must not contain control characters, got {value!r}"
+
+
+def _check_text(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if value.__class__ is str and _TEXT.fullmatch(value) is not None:  # type: ignore[arg-type]
+        return
+    raise InvalidEvent({attribute.name: _text_problem(value) or "is invalid"})
+
+
+def _check_optional_text(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if value is not None:
+        _check_text(inst, attribute, value)
+
+
+def _check_request_id(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if value.__class__ is str and _REQUEST_ID.fullmatch(value) is not None:  # type: ignore[arg-type]
+        return
+    raise InvalidEvent(
+        {"request_id": f"must be 1-64 characters of [A-Za-z0-9_-], got {value!r}"},
+    )
+
+
+def _check_after(inst: LoanChangeEvent, attribute: attrs.Attribute[Any], value: object) -> None:
+    _check_text(inst, attribute, value)
+    if value == inst.before_status:
+        raise InvalidEvent({"after_status": f"must differ from before_status, both are {value!r}"})
+
+
+def _check_time(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if not isinstance(value, datetime):
+        raise InvalidEvent({"change_time": f"must be a datetime, got {type(value).__name__} {value!r}"})
+    if value.utcoffset() is None:
+        raise InvalidEvent(
+            {"change_time": f"must be timezone-aware, got naive {value.isoformat()!r} (attach a tzinfo)"},
+        )
+
+
+def format_top_time(moment: datetime) -> str:
+    """Write an aware datetime the way the open platform reads dates.
+
+    ``YYYY-MM-DD HH:MM:SS`` in GMT+8; sub-second digits are dropped.
+    """
+    t = moment.astimezone(TOP_TIMEZONE)
+    return f"{t.year:04d}-{t.month:02d}-{t.day:02d} {t.hour:02d}:{t.minute:02d}:{t.second:02d}"
+
+
+def derive_request_id(
+    loan_apply_no: str,
+    before_status: str,
+    after_status: str,
+    change_time: datetime,
+    *,
+    sequence: int | None = None,
+) -> str:
+    """Derive the idempotency key of a change from the change itself.
+
+    The same change (same loan, statuses, instant and, when given, its
+    ``sequence`` in the loan's history) always yields the same id, so a replay
+    after a crash is recognised by the platform as the same request. Different
+    changes get different ids: the id is 32 characters of URL-safe base64 over
+    a 192-bit BLAKE2b digest of an unambiguous encoding of those values.
+    ``change_time`` must be timezone-aware.
+    """
+    # Fields cannot contain control characters, so U+001F separates them
+    # unambiguously; the instant is whole microseconds since the epoch, so the
+    # same moment written in two time zones is the same change.
+    micros = (change_time - _EPOCH) // _MICROSECOND
+    seq = "" if sequence is None else str(sequence)
+    key = f"{loan_apply_no}\x1f{before_status}\x1f{after_status}\x1f{micros}\x1f{seq}"
+    digest = hashlib.blake2b(key.encode("utf-8"), digest_size=24, person=b"loanstate.rid1").digest()
+    return base64.urlsafe_b64encode(digest).decode("ascii")
+
+
+@attrs.frozen(slots=True, cache_hash=False)
+class LoanChangeEvent:
+    """One status change of one loan, as ``alibaba.finance.xfd.loan.change.notify`` takes it.
+
+    Field names are the API's own. ``change_time`` must be timezone-aware; it
+    is sent in GMT+8. ``request_id`` is the platform's idempotency key: every
+    retry of this change carries it unchanged.
+    """
+
+    loan_apply_no: str = attrs.field(validator=_check_text)
+    before_status: str = attrs.field(validator=_check_text)
+    after_status: str = attrs.field(validator=_check_after)
+    change_time: datetime = attrs.field(validator=_check_time)
+    request_id: str = attrs.field(validator=_check_request_id)
+    customer_id: str | None = attrs.field(default=None, validator=_check_optional_text)
+    institution_loan_no: str | None = attrs.field(default=None, validator=_check_optional_text)
+
+    def to_top_param(self) -> str:
+        """The compact JSON for the ``param_xfd_loan_change_external_request`` form field.
+
+        snake_case keys in sorted order, absent optionals omitted,
+        ``change_time`` as ``YYYY-MM-DD HH:MM:SS`` in GMT+8, non-ASCII kept raw.
+        """
+        payload: dict[str, str] = {
+            "after_status": self.after_status,
+            "before_status": self.before_status,
+            "change_time": format_top_time(self.change_time),
+        }
+        if self.customer_id is not None:
+            payload["customer_id"] = self.customer_id
+        if self.institution_loan_no is not None:
+            payload["institution_loan_no"] = self.institution_loan_no
+        payload["loan_apply_no"] = self.loan_apply_no
+        payload["request_id"] = self.request_id
+        return json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
+
+    def to_dict(self) -> dict[str, str]:
+        """A JSON-ready dict that :meth:`from_dict` turns back into an equal event.
+
+        ``change_time`` is ISO 8601 with its offset and microseconds, so nothing
+        is lost; absent optionals are omitted.
+        """
+        out = {
+            "loan_apply_no": self.loan_apply_no,
+            "before_status": self.before_status,
+            "after_status": self.after_status,
+            "change_time": self.change_time.isoformat(),
+            "request_id": self.request_id,
+        }
+        if self.customer_id is not None:
+            out["customer_id"] = self.customer_id
+        if self.institution_loan_no is not None:
+            out["institution_loan_no"] = self.institution_loan_no
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, object], *, machine: LoanMachine | None = None) -> LoanChangeEvent:
+        """Build an event from a mapping such as :meth:`to_dict` returns.
+
+        ``change_time`` may be an aware :class:`~datetime.datetime` or an ISO
+        8601 string with an offset. With ``machine``, the statuses must be
+        known to it and the pair legal. Raises :class:`InvalidEvent` naming
+        *every* bad field at once (or :class:`IllegalTransition` for a
+        well-formed but illegal pair).
+        """
+        if not isinstance(data, Mapping):
+            raise InvalidEvent({"<event>": f"must be a mapping, got {type(data).__name__}"})
+        errors: dict[str, str] = {}
+        for key in data:
+            if key not in _REQUIRED and key not in ("customer_id", "institution_loan_no"):
+                errors[str(key)] = f"unknown field (expected some of: {', '.join(FIELDS)})"
+        values: dict[str, Any] = {}
+        for name in FIELDS:
+            raw = data.get(name)
+            if raw is None:
+                if name in _REQUIRED:
+                    errors[name] = "is required"
+                continue
+            if name == "change_time":
+                parsed = _parse_time(raw)
+                if isinstance(parsed, str):
+                    errors[name] = parsed
+                    continue
+                values[name] = parsed
+            else:
+                values[name] = raw
+        # Collect every field's problem, not just the first validator's.
+        for name, value in values.items():
+            try:
+                _FIELD_CHECKS[name](None, _ATTRS[name], value)
+            except InvalidEvent as exc:
+                errors.update(exc.errors)
+        if "after_status" not in errors and values.get("after_status") == values.get("before_status"):
+            errors["after_status"] = f"must differ from before_status, both are {values.get('after_status')!r}"
+        if machine is not None:
+            for name in ("before_status", "after_status"):
+                if name not in errors and name in values and values[name] not in machine.statuses:
+                    errors[name] = f"unknown status {values[name]!r} (known: {', '.join(sorted(machine.statuses))})"
+        if errors:
+            raise InvalidEvent(errors)
+        event = cls(**values)
+        if machine is not None and not machine.is_legal(event.before_status, event.after_status):
+            raise IllegalTransition(
+                event.before_status,
+                event.after_status,
+                machine.allowed(event.before_status),
+                loan_apply_no=event.loan_apply_no,
+            )
+        return event
+
+
+def _parse_time(raw: object) -> datetime | str:
+    """Parse ``change_time`` input; return the datetime or what is wrong with it."""
+    if isinstance(raw, datetime):
+        moment = raw
+    elif isinstance(raw, str):
+        try:
+            moment = datetime.fromisoformat(raw)
+        except ValueError:
+            return f"must be an ISO 8601 date-time with an offset, got {raw!r}"
+    else:
+        return f"must be a datetime or an ISO 8601 string, got {type(raw).__name__} {raw!r}"
+    if moment.utcoffset() is None:
+        return f"must be timezone-aware, got naive {raw!s} (add an offset such as +08:00)"
+    return moment
+
+
+_ATTRS: Final = {a.name: a for a in attrs.fields(LoanChangeEvent)}
+_FIELD_CHECKS: Final = {
+    "loan_apply_no": _check_text,
+    "before_status": _check_text,
+    "after_status": _check_text,
+    "change_time": _check_time,
+    "request_id": _check_request_id,
+    "customer_id": _check_optional_text,
+    "institution_loan_no": _check_optional_text,
+}

@@ -1,0 +1,1 @@
+"""Lifecycle definitions shipped with loanstate, as TOML package data."""
