@@ -1,0 +1,172 @@
+"""Everything that differs between SQLite, PostgreSQL and MySQL/MariaDB, in one place.
+
+The rest of the store writes portable SQLAlchemy Core and asks this module for:
+
+* the engine, set up per engine kind: SQLite in WAL mode with a busy timeout,
+  ``synchronous=FULL`` and ``BEGIN IMMEDIATE`` for writers (so a
+  read-then-compare-and-set holds the write lock from its first read);
+  MySQL/MariaDB at ``READ COMMITTED`` (no gap locks between writers and
+  claimers, and an ``UPDATE`` sees the latest committed version);
+  PostgreSQL as it comes (``READ COMMITTED``);
+* datetimes: stored as naive UTC with microseconds on every engine (MySQL's
+  ``DATETIME`` would otherwise drop them), returned as aware UTC;
+* claiming: ``FOR UPDATE SKIP LOCKED`` on the two servers, nothing on SQLite
+  (one writer at a time already);
+* an insert that leaves an existing row alone (each engine spells the upsert
+  differently);
+* which database errors are worth retrying (deadlocks, serialisation failures,
+  lock timeouts, a busy SQLite file).
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any, Final, TypeVar
+
+import sqlalchemy as sa
+import stamina
+from sqlalchemy.dialects import mysql, postgresql, sqlite
+from sqlalchemy.engine import Connection, Dialect, Engine
+from sqlalchemy.engine.interfaces import DBAPIConnection
+from sqlalchemy.pool import ConnectionPoolEntry
+
+__all__ = [
+    "READ_ONLY",
+    "BigId",
+    "UtcDateTime",
+    "for_claim",
+    "insert_if_absent",
+    "is_retryable",
+    "make_engine",
+    "retrying",
+]
+
+T = TypeVar("T")
+
+#: Execution option marking a read-only transaction (SQLite then begins DEFERRED, not IMMEDIATE).
+READ_ONLY: Final = {"loanstate_read_only": True}
+
+_SQLITE_BUSY_MS: Final = 30_000
+# Engines configured here (including ones the caller passed in), so listeners go on once.
+_configured: weakref.WeakSet[Engine] = weakref.WeakSet()
+
+BigId: Final = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+
+class UtcDateTime(sa.types.TypeDecorator[datetime]):
+    """An aware datetime, stored as naive UTC with microseconds, read back as aware UTC."""
+
+    impl = sa.DateTime
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> sa.types.TypeEngine[Any]:
+        if dialect.name == "mysql":
+            return dialect.type_descriptor(mysql.DATETIME(fsp=6))
+        return dialect.type_descriptor(sa.DateTime())
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.utcoffset() is None:
+            raise ValueError(f"naive datetime {value.isoformat()!r} reached the store; attach a tzinfo")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC)
+
+
+def make_engine(url_or_engine: str | sa.URL | Engine) -> Engine:
+    """An engine for ``url_or_engine``, configured for the store (see the module docstring).
+
+    An engine passed in is configured in place (SQLite listeners are added and
+    its pool recycled so every connection gets them); the caller keeps owning it.
+    """
+    if isinstance(url_or_engine, Engine):
+        engine = url_or_engine
+        if engine.dialect.name == "sqlite" and engine not in _configured:
+            _configure_sqlite(engine)
+            engine.dispose()
+        _configured.add(engine)
+        return engine
+    url = sa.make_url(url_or_engine)
+    backend = url.get_backend_name()
+    if backend == "sqlite":
+        engine = sa.create_engine(url, connect_args={"timeout": _SQLITE_BUSY_MS / 1000})
+        _configure_sqlite(engine)
+    elif backend in ("mysql", "mariadb"):
+        engine = sa.create_engine(
+            url, isolation_level="READ COMMITTED", pool_pre_ping=True, pool_size=10, max_overflow=40
+        )
+    else:
+        engine = sa.create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=40)
+    _configured.add(engine)
+    return engine
+
+
+def _configure_sqlite(engine: Engine) -> None:
+    @sa.event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: DBAPIConnection, record: ConnectionPoolEntry) -> None:
+        # Take transaction control away from the sqlite3 module so BEGIN is ours to say.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        # FULL: a commit survives power loss, which is the point of a durable outbox.
+        cursor.execute("PRAGMA synchronous=FULL")
+        cursor.execute(f"PRAGMA busy_timeout={_SQLITE_BUSY_MS}")
+        cursor.close()
+
+    @sa.event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        # IMMEDIATE takes the write lock at BEGIN: the read before a compare-and-set
+        # cannot go stale, and two writers never deadlock upgrading their locks.
+        read_only = conn.get_execution_options().get("loanstate_read_only", False)
+        conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+
+
+def for_claim(statement: sa.Select[Any], dialect_name: str) -> sa.Select[Any]:
+    """Lock the rows ``statement`` selects for claiming, skipping rows another worker holds."""
+    if dialect_name in ("postgresql", "mysql"):
+        return statement.with_for_update(skip_locked=True)
+    return statement
+
+
+def insert_if_absent(table: sa.Table, values: Mapping[str, object], dialect_name: str) -> sa.Executable:
+    """An INSERT of ``values`` into ``table`` that does nothing when the primary key exists."""
+    if dialect_name == "postgresql":
+        return postgresql.insert(table).values(**values).on_conflict_do_nothing()
+    if dialect_name == "sqlite":
+        return sqlite.insert(table).values(**values).on_conflict_do_nothing()
+    if dialect_name == "mysql":
+        stmt = mysql.insert(table).values(**values)
+        key = next(iter(table.primary_key.columns)).name
+        # Assigning the key to itself is MySQL's way to say "keep the row as it is".
+        return stmt.on_duplicate_key_update({key: stmt.inserted[key]})
+    raise ValueError(f"unsupported database dialect {dialect_name!r} (use sqlite, postgresql or mysql)")
+
+
+def is_retryable(exc: BaseException) -> bool:
+    """Whether ``exc`` is a database error that the same transaction may pass on a second try."""
+    if not isinstance(exc, sa.exc.DBAPIError) or exc.connection_invalidated:
+        return isinstance(exc, sa.exc.DBAPIError) and exc.connection_invalidated
+    orig = exc.orig
+    sqlstate = getattr(orig, "sqlstate", None)
+    if sqlstate in ("40001", "40P01", "55P03"):  # serialization failure, deadlock, lock not available
+        return True
+    args = getattr(orig, "args", ())
+    if args and isinstance(args[0], int) and args[0] in (1205, 1213):  # MySQL lock wait timeout, deadlock
+        return True
+    return "database is locked" in str(orig)
+
+
+def retrying(fn: Callable[[], T]) -> T:
+    """Run ``fn`` (one whole transaction), again on a retryable database error."""
+    for attempt in stamina.retry_context(
+        on=is_retryable, attempts=20, timeout=60.0, wait_initial=0.005, wait_max=0.5, wait_jitter=0.05
+    ):
+        with attempt:
+            return fn()
+    raise AssertionError("unreachable: stamina re-raises the last error")  # pragma: no cover

@@ -1,0 +1,263 @@
+"""The outbox's operations: claim with leases, settle, release, and the operator's tools.
+
+Order per loan rests on one rule in :meth:`Outbox.claim`: an event may be
+claimed only when every earlier event of its loan is ``delivered`` or
+``skipped`` and nobody holds an unexpired lease on it. A loan's next event
+therefore cannot leave before the previous one is acknowledged (or set aside
+by an operator), whatever the number of workers.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
+
+import attrs
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from loanstate._errors import InvalidEvent, UnknownLoan
+from loanstate._events import LoanChangeEvent
+from loanstate.store._dialects import READ_ONLY, for_claim, retrying
+from loanstate.store._records import Claim, OutboxEntry, OutboxStatus, Outcome, ParkedLoan
+from loanstate.store._schema import loans, outbox
+
+__all__ = ["Outbox"]
+
+T = TypeVar("T")
+
+_OPEN = ("pending", "parked")  # states that hold a loan's later events back
+
+
+def _event(payload: str) -> LoanChangeEvent:
+    return LoanChangeEvent.from_dict(json.loads(payload))
+
+
+@attrs.define
+class Outbox:
+    """Low-level outbox operations on one engine; :class:`~loanstate.Dispatcher` drives them.
+
+    Every method is one short transaction, retried on deadlocks and lock
+    timeouts. ``owner`` names a worker (unique per process); a lease is the
+    time after which another worker may take a claimed event over.
+    """
+
+    engine: Engine
+    clock: Callable[[], datetime]
+
+    def _tx(self, fn: Callable[[Connection], T], *, read_only: bool = False) -> T:
+        def once() -> T:
+            engine = self.engine.execution_options(**READ_ONLY) if read_only else self.engine
+            with engine.begin() as conn:
+                return fn(conn)
+
+        return retrying(once)
+
+    def claim(self, owner: str, *, limit: int, lease: timedelta) -> list[Claim]:
+        """Lease up to ``limit`` due events, each the head of its loan, oldest first."""
+        if limit <= 0:
+            return []
+        dialect = self.engine.dialect.name
+
+        def run(conn: Connection) -> list[Claim]:
+            now = self.clock()
+            earlier = outbox.alias("earlier")
+            blocked = (
+                sa.select(earlier.c.id)
+                .where(
+                    earlier.c.loan_apply_no == outbox.c.loan_apply_no,
+                    earlier.c.sequence < outbox.c.sequence,
+                    earlier.c.state.in_(_OPEN),
+                )
+                .exists()
+            )
+            stmt = (
+                sa.select(outbox.c.id, outbox.c.payload, outbox.c.sequence, outbox.c.attempts, outbox.c.first_failed_at)
+                .where(
+                    outbox.c.state == "pending",
+                    outbox.c.next_attempt_at <= now,
+                    sa.or_(outbox.c.lease_expires_at.is_(None), outbox.c.lease_expires_at <= now),
+                    ~blocked,
+                )
+                .order_by(outbox.c.id)
+                .limit(limit)
+            )
+            rows = conn.execute(for_claim(stmt, dialect)).all()
+            if not rows:
+                return []
+            expires = now + lease
+            conn.execute(
+                sa.update(outbox)
+                .where(outbox.c.id.in_([r.id for r in rows]))
+                .values(lease_owner=owner, lease_expires_at=expires)
+            )
+            return [
+                Claim(
+                    outbox_id=r.id,
+                    event=_event(r.payload),
+                    sequence=r.sequence,
+                    attempts=r.attempts,
+                    first_failed_at=r.first_failed_at,
+                    lease_owner=owner,
+                    lease_expires_at=expires,
+                )
+                for r in rows
+            ]
+
+        return self._tx(run)
+
+    def settle(self, outcomes: Sequence[Outcome]) -> None:
+        """Record how claimed deliveries ended, all in one transaction.
+
+        A delivery is recorded whoever holds the lease (it happened); a retry
+        or a park only by the lease's owner, so a worker whose lease expired
+        cannot undo the newer owner's work.
+        """
+        if not outcomes:
+            return
+
+        def run(conn: Connection) -> None:
+            for o in outcomes:
+                row = outbox.c
+                mine = sa.and_(row.id == o.claim.outbox_id, row.state == "pending")
+                cleared: dict[str, Any] = {"lease_owner": None, "lease_expires_at": None, "attempts": row.attempts + 1}
+                if o.kind == "delivered":
+                    conn.execute(
+                        sa.update(outbox)
+                        .where(mine)
+                        .values(state="delivered", delivered_at=o.at, trace_id=o.trace_id, last_error=None, **cleared)
+                    )
+                    continue
+                failed = sa.func.coalesce(row.first_failed_at, o.at)
+                values: dict[str, Any] = {"last_error": o.error, "first_failed_at": failed, **cleared}
+                if o.trace_id is not None:
+                    values["trace_id"] = o.trace_id
+                if o.kind == "parked":
+                    values["state"] = "parked"
+                else:
+                    values["next_attempt_at"] = o.next_attempt_at or o.at
+                conn.execute(sa.update(outbox).where(mine, row.lease_owner == o.claim.lease_owner).values(**values))
+
+        self._tx(run)
+
+    def release(self, owner: str) -> int:
+        """Give up every lease ``owner`` holds (a graceful stop, or a restart under the same name)."""
+
+        def run(conn: Connection) -> int:
+            result = conn.execute(
+                sa.update(outbox)
+                .where(outbox.c.lease_owner == owner, outbox.c.state == "pending")
+                .values(lease_owner=None, lease_expires_at=None)
+            )
+            return int(result.rowcount)
+
+        return self._tx(run)
+
+    def retry_loan(self, loan_apply_no: str) -> int:
+        """Un-park the loan's parked event, due now; returns 0 when nothing was parked."""
+
+        def run(conn: Connection) -> int:
+            if conn.scalar(sa.select(loans.c.version).where(loans.c.loan_apply_no == loan_apply_no)) is None:
+                raise UnknownLoan(loan_apply_no)
+            result = conn.execute(
+                sa.update(outbox)
+                .where(outbox.c.loan_apply_no == loan_apply_no, outbox.c.state == "parked")
+                .values(state="pending", next_attempt_at=self.clock(), first_failed_at=None)
+            )
+            return int(result.rowcount)
+
+        return self._tx(run)
+
+    def skip(self, request_id: str) -> LoanChangeEvent:
+        """Mark a parked or pending event as skipped (never sent); idempotent for an already skipped one."""
+
+        def run(conn: Connection) -> LoanChangeEvent:
+            row = conn.execute(
+                sa.select(outbox.c.id, outbox.c.state, outbox.c.payload).where(outbox.c.request_id == request_id)
+            ).first()
+            if row is None:
+                raise InvalidEvent({"request_id": f"no event with request_id {request_id!r} in the outbox"})
+            if row.state == "delivered":
+                raise InvalidEvent({"request_id": f"event {request_id!r} was already delivered; nothing to skip"})
+            conn.execute(
+                sa.update(outbox)
+                .where(outbox.c.id == row.id)
+                .values(state="skipped", lease_owner=None, lease_expires_at=None)
+            )
+            return _event(row.payload)
+
+        return self._tx(run)
+
+    def status(self) -> OutboxStatus:
+        """A snapshot of the outbox: counts, lag of the oldest pending event, parked loans."""
+
+        def run(conn: Connection) -> OutboxStatus:
+            now = self.clock()
+            counts = dict.fromkeys(("pending", "delivered", "parked", "skipped"), 0)
+            for state, count in conn.execute(sa.select(outbox.c.state, sa.func.count()).group_by(outbox.c.state)):
+                counts[state] = int(count)
+            leased = conn.scalar(
+                sa.select(sa.func.count()).where(outbox.c.state == "pending", outbox.c.lease_expires_at > now)
+            )
+            oldest = conn.scalar(sa.select(sa.func.min(outbox.c.created_at)).where(outbox.c.state == "pending"))
+            if oldest is not None and oldest.tzinfo is None:
+                # Aggregates bypass the column type on some engines; the value is UTC all the same.
+                oldest = oldest.replace(tzinfo=now.tzinfo)
+            later = outbox.alias("later")
+            waiting = (
+                sa.select(sa.func.count())
+                .where(later.c.loan_apply_no == outbox.c.loan_apply_no, later.c.sequence > outbox.c.sequence)
+                .scalar_subquery()
+            )
+            parked = conn.execute(
+                sa.select(
+                    outbox.c.loan_apply_no,
+                    outbox.c.request_id,
+                    outbox.c.sequence,
+                    outbox.c.attempts,
+                    outbox.c.last_error,
+                    waiting,
+                )
+                .where(outbox.c.state == "parked")
+                .order_by(outbox.c.id)
+            ).all()
+            return OutboxStatus(
+                pending=counts["pending"],
+                delivered=counts["delivered"],
+                parked=counts["parked"],
+                skipped=counts["skipped"],
+                leased=int(leased or 0),
+                oldest_pending_at=oldest,
+                lag=None if oldest is None else max(now - oldest, timedelta(0)),
+                parked_loans=tuple(ParkedLoan(r[0], r[1], r[2], r[3], r[4], int(r[5])) for r in parked),
+            )
+
+        return self._tx(run, read_only=True)
+
+    def entries(self, loan_apply_no: str | None = None) -> list[OutboxEntry]:
+        """Outbox rows of one loan by sequence, or all of them oldest first."""
+
+        def run(conn: Connection) -> list[OutboxEntry]:
+            stmt = sa.select(outbox)
+            if loan_apply_no is not None:
+                stmt = stmt.where(outbox.c.loan_apply_no == loan_apply_no).order_by(outbox.c.sequence)
+            else:
+                stmt = stmt.order_by(outbox.c.id)
+            return [
+                OutboxEntry(
+                    event=_event(r.payload),
+                    sequence=r.sequence,
+                    state=r.state,
+                    attempts=r.attempts,
+                    next_attempt_at=r.next_attempt_at,
+                    created_at=r.created_at,
+                    delivered_at=r.delivered_at,
+                    trace_id=r.trace_id,
+                    last_error=r.last_error,
+                )
+                for r in conn.execute(stmt)
+            ]
+
+        return self._tx(run, read_only=True)
