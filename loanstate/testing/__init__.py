@@ -2,4 +2,32 @@
 
 from __future__ import annotations
 
-__all__: list[str] = []
+from loanstate.testing._histories import ANOMALY_KINDS, AnomalyKind, History, PlantedAnomaly, histories
+from loanstate.testing._strategies import (
+    change_events,
+    change_times,
+    illegal_pairs,
+    legal_pairs,
+    lifecycles,
+    loan_numbers,
+    statuses,
+    texts,
+    timezones,
+)
+
+__all__ = [
+    "ANOMALY_KINDS",
+    "AnomalyKind",
+    "History",
+    "PlantedAnomaly",
+    "change_events",
+    "change_times",
+    "histories",
+    "illegal_pairs",
+    "legal_pairs",
+    "lifecycles",
+    "loan_numbers",
+    "statuses",
+    "texts",
+    "timezones",
+]
