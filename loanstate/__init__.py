@@ -12,6 +12,7 @@ from loanstate._errors import (
     ConcurrentChange,
     DeliveryError,
     IllegalTransition,
+    InvalidConfiguration,
     InvalidDefinition,
     InvalidEvent,
     LoanStateError,
@@ -21,18 +22,35 @@ from loanstate._errors import (
 )
 from loanstate._events import LoanChangeEvent, derive_request_id
 from loanstate._machine import LoanMachine, default_machine
+from loanstate.notifiers import (
+    AsyncCallbackNotifier,
+    AsyncInMemoryNotifier,
+    AsyncNotifier,
+    CallbackNotifier,
+    InMemoryNotifier,
+    Notifier,
+    Receipt,
+)
 
 __all__ = [
+    "AsyncCallbackNotifier",
+    "AsyncInMemoryNotifier",
+    "AsyncNotifier",
+    "CallbackNotifier",
     "ConcurrentChange",
     "DeliveryError",
     "IllegalTransition",
+    "InMemoryNotifier",
+    "InvalidConfiguration",
     "InvalidDefinition",
     "InvalidEvent",
     "LoanChangeEvent",
     "LoanMachine",
     "LoanStateError",
+    "Notifier",
     "PermanentDeliveryError",
     "Problem",
+    "Receipt",
     "TransientDeliveryError",
     "Transition",
     "UnknownLoan",

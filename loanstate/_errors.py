@@ -11,6 +11,7 @@ anything the library raises on purpose; anything else is a bug.
     ├── InvalidEvent             a change event's field is missing or malformed
     ├── UnknownLoan              the store holds no loan with that loan_apply_no
     ├── ConcurrentChange         the loan changed under us (lost race, stale status)
+    ├── InvalidConfiguration     a setting is wrong (a sign method, an http:// URL, ...)
     └── DeliveryError            a notification did not reach the platform
         ├── TransientDeliveryError   try again later, with the same request_id
         └── PermanentDeliveryError   retrying unchanged cannot help: park it
@@ -31,6 +32,7 @@ __all__ = [
     "ConcurrentChange",
     "DeliveryError",
     "IllegalTransition",
+    "InvalidConfiguration",
     "InvalidDefinition",
     "InvalidEvent",
     "LoanStateError",
@@ -118,6 +120,15 @@ class ConcurrentChange(LoanStateError):
             f"loan {loan_apply_no!r} changed concurrently: expected status {expected!r}, "
             f"found {actual!r}; nothing was written"
         )
+
+
+class InvalidConfiguration(LoanStateError):
+    """A setting is wrong; ``setting`` names it and ``value`` holds it (never a secret)."""
+
+    def __init__(self, setting: str, value: object, problem: str) -> None:
+        self.setting = setting
+        self.value = value
+        super().__init__(f"invalid {setting} {value!r}: {problem}")
 
 
 class DeliveryError(LoanStateError):

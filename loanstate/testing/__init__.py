@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from loanstate.testing._faults import Fault, FaultPlan
+from loanstate.testing._gateway import FakeTopGateway, GatewayRequest
 from loanstate.testing._histories import ANOMALY_KINDS, AnomalyKind, History, PlantedAnomaly, histories
 from loanstate.testing._strategies import (
     change_events,
@@ -18,6 +20,10 @@ from loanstate.testing._strategies import (
 __all__ = [
     "ANOMALY_KINDS",
     "AnomalyKind",
+    "FakeTopGateway",
+    "Fault",
+    "FaultPlan",
+    "GatewayRequest",
     "History",
     "PlantedAnomaly",
     "change_events",

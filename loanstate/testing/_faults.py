@@ -1,0 +1,97 @@
+"""What can go wrong at the fake gateway, and when: :class:`Fault` and :class:`FaultPlan`."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable, Mapping
+from random import Random
+
+import attrs
+
+from loanstate._errors import InvalidConfiguration
+
+__all__ = ["Fault", "FaultPlan"]
+
+
+class Fault(enum.Enum):
+    """One failure the fake gateway can inject into a request.
+
+    Faults that lose the answer (``TIMEOUT``, ``DROP``, ``MALFORMED``) happen
+    *after* the change took effect, the case that makes idempotency matter: the
+    platform applied it but the caller cannot know. Every other fault happens
+    before anything takes effect. ``LATENCY`` delays a normal answer.
+    """
+
+    HTTP_500 = "http_500"  #: HTTP 500, no effect
+    HTTP_503 = "http_503"  #: HTTP 503 with Retry-After: 1, no effect
+    LATENCY = "latency"  #: a normal answer after ``FaultPlan.latency`` seconds
+    TIMEOUT = "timeout"  #: takes effect, then no answer for ``FaultPlan.hang`` seconds, then the connection closes
+    DROP = "drop"  #: takes effect, then the connection is closed without an answer
+    ISP_ERROR = "isp_error"  #: error_response code 15, sub_code ``isp.remote-service-timeout``
+    RATE_LIMIT = "rate_limit"  #: error_response code 7, "This ban will last for N more seconds"
+    ISV_ERROR = "isv_error"  #: error_response code 50, sub_code ``isv.invalid-parameter``
+    BUSINESS_FAILURE = "business_failure"  #: result ``success=false``, ``response_code`` ``FAKE_BUSINESS_FAILURE``
+    MALFORMED = "malformed"  #: takes effect, then a truncated body with HTTP 200
+
+
+def _schedule(values: Iterable[Fault | None]) -> tuple[Fault | None, ...]:
+    return tuple(values)
+
+
+def _rates(values: Mapping[Fault, float]) -> Mapping[Fault, float]:
+    rates = dict(values)
+    for fault, rate in rates.items():
+        if not isinstance(fault, Fault) or not 0.0 <= rate <= 1.0:
+            raise InvalidConfiguration("fault rate", (fault, rate), "each must be a Fault with a rate in [0, 1]")
+    if sum(rates.values()) > 1.0 + 1e-9:
+        raise InvalidConfiguration("fault rates", rates, "must sum to at most 1")
+    return rates
+
+
+@attrs.frozen
+class FaultPlan:
+    """When the fake gateway injects which fault.
+
+    Requests are numbered in arrival order from 0 (from when the plan was
+    set). Request *n* gets ``schedule[n]`` while the schedule lasts (``None``
+    = no fault; with ``repeat`` the schedule cycles); after it, each request
+    draws at most one fault with the probabilities in ``rates``, from the
+    gateway's seeded random generator, so a run is reproducible. ``latency``
+    is the delay of ``Fault.LATENCY``, ``hang`` how long a ``Fault.TIMEOUT``
+    holds the request, ``retry_after`` the seconds a rate limit names.
+    """
+
+    schedule: tuple[Fault | None, ...] = attrs.field(default=(), converter=_schedule)
+    rates: Mapping[Fault, float] = attrs.field(factory=dict, converter=_rates)
+    repeat: bool = False
+    latency: float = 0.05
+    hang: float = 30.0
+    retry_after: int = 1
+
+    @classmethod
+    def none(cls) -> FaultPlan:
+        """No faults at all."""
+        return cls()
+
+    @classmethod
+    def sequence(cls, *faults: Fault | None, repeat: bool = False) -> FaultPlan:
+        """The given faults to the first requests, in order (``None`` lets one through)."""
+        return cls(schedule=faults, repeat=repeat)
+
+    @classmethod
+    def random(cls, rates: Mapping[Fault, float], **options: float) -> FaultPlan:
+        """Each request draws a fault with these probabilities (seeded by the gateway)."""
+        return cls(rates=rates, **options)  # type: ignore[arg-type]
+
+    def pick(self, index: int, rng: Random) -> Fault | None:
+        """The fault for request number ``index`` (drawing from ``rng`` only past the schedule)."""
+        if self.schedule and (self.repeat or index < len(self.schedule)):
+            return self.schedule[index % len(self.schedule)]
+        if not self.rates:
+            return None
+        draw = rng.random()
+        for fault, rate in self.rates.items():
+            if draw < rate:
+                return fault
+            draw -= rate
+        return None
