@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from loanstate.testing._definitions import MISTAKES, BrokenDefinition, broken_definitions, definitions
 from loanstate.testing._faults import Fault, FaultPlan
 from loanstate.testing._gateway import FakeTopGateway, GatewayRequest
 from loanstate.testing._histories import ANOMALY_KINDS, AnomalyKind, History, PlantedAnomaly, histories
@@ -19,15 +20,19 @@ from loanstate.testing._strategies import (
 
 __all__ = [
     "ANOMALY_KINDS",
+    "MISTAKES",
     "AnomalyKind",
+    "BrokenDefinition",
     "FakeTopGateway",
     "Fault",
     "FaultPlan",
     "GatewayRequest",
     "History",
     "PlantedAnomaly",
+    "broken_definitions",
     "change_events",
     "change_times",
+    "definitions",
     "histories",
     "illegal_pairs",
     "legal_pairs",
