@@ -22,6 +22,7 @@ from loanstate._errors import (
 )
 from loanstate._events import LoanChangeEvent, derive_request_id
 from loanstate._machine import LoanMachine, default_machine
+from loanstate.dispatch import AsyncDispatcher, Dispatcher, DispatchReport, RetryPolicy
 from loanstate.notifiers import (
     AsyncCallbackNotifier,
     AsyncInMemoryNotifier,
@@ -31,14 +32,18 @@ from loanstate.notifiers import (
     Notifier,
     Receipt,
 )
+from loanstate.store import SqlStore
 
 __all__ = [
     "AsyncCallbackNotifier",
+    "AsyncDispatcher",
     "AsyncInMemoryNotifier",
     "AsyncNotifier",
     "CallbackNotifier",
     "ConcurrentChange",
     "DeliveryError",
+    "DispatchReport",
+    "Dispatcher",
     "IllegalTransition",
     "InMemoryNotifier",
     "InvalidConfiguration",
@@ -51,6 +56,8 @@ __all__ = [
     "PermanentDeliveryError",
     "Problem",
     "Receipt",
+    "RetryPolicy",
+    "SqlStore",
     "TransientDeliveryError",
     "Transition",
     "UnknownLoan",

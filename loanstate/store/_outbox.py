@@ -57,56 +57,64 @@ class Outbox:
 
     def claim(self, owner: str, *, limit: int, lease: timedelta) -> list[Claim]:
         """Lease up to ``limit`` due events, each the head of its loan, oldest first."""
-        if limit <= 0:
+        return self.settle_and_claim((), owner, limit=limit, lease=lease)
+
+    def settle_and_claim(self, outcomes: Sequence[Outcome], owner: str, *, limit: int, lease: timedelta) -> list[Claim]:
+        """:meth:`settle` then :meth:`claim`, in one transaction (one commit per dispatcher cycle)."""
+        if not outcomes and limit <= 0:
             return []
-        dialect = self.engine.dialect.name
 
         def run(conn: Connection) -> list[Claim]:
-            now = self.clock()
-            earlier = outbox.alias("earlier")
-            blocked = (
-                sa.select(earlier.c.id)
-                .where(
-                    earlier.c.loan_apply_no == outbox.c.loan_apply_no,
-                    earlier.c.sequence < outbox.c.sequence,
-                    earlier.c.state.in_(_OPEN),
-                )
-                .exists()
-            )
-            stmt = (
-                sa.select(outbox.c.id, outbox.c.payload, outbox.c.sequence, outbox.c.attempts, outbox.c.first_failed_at)
-                .where(
-                    outbox.c.state == "pending",
-                    outbox.c.next_attempt_at <= now,
-                    sa.or_(outbox.c.lease_expires_at.is_(None), outbox.c.lease_expires_at <= now),
-                    ~blocked,
-                )
-                .order_by(outbox.c.id)
-                .limit(limit)
-            )
-            rows = conn.execute(for_claim(stmt, dialect)).all()
-            if not rows:
-                return []
-            expires = now + lease
-            conn.execute(
-                sa.update(outbox)
-                .where(outbox.c.id.in_([r.id for r in rows]))
-                .values(lease_owner=owner, lease_expires_at=expires)
-            )
-            return [
-                Claim(
-                    outbox_id=r.id,
-                    event=_event(r.payload),
-                    sequence=r.sequence,
-                    attempts=r.attempts,
-                    first_failed_at=r.first_failed_at,
-                    lease_owner=owner,
-                    lease_expires_at=expires,
-                )
-                for r in rows
-            ]
+            self._settle(conn, outcomes)
+            return self._claim(conn, owner, limit, lease) if limit > 0 else []
 
         return self._tx(run)
+
+    def _claim(self, conn: Connection, owner: str, limit: int, lease: timedelta) -> list[Claim]:
+        dialect = self.engine.dialect.name
+        now = self.clock()
+        earlier = outbox.alias("earlier")
+        blocked = (
+            sa.select(earlier.c.id)
+            .where(
+                earlier.c.loan_apply_no == outbox.c.loan_apply_no,
+                earlier.c.sequence < outbox.c.sequence,
+                earlier.c.state.in_(_OPEN),
+            )
+            .exists()
+        )
+        stmt = (
+            sa.select(outbox.c.id, outbox.c.payload, outbox.c.sequence, outbox.c.attempts, outbox.c.first_failed_at)
+            .where(
+                outbox.c.state == "pending",
+                outbox.c.next_attempt_at <= now,
+                sa.or_(outbox.c.lease_expires_at.is_(None), outbox.c.lease_expires_at <= now),
+                ~blocked,
+            )
+            .order_by(outbox.c.id)
+            .limit(limit)
+        )
+        rows = conn.execute(for_claim(stmt, dialect)).all()
+        if not rows:
+            return []
+        expires = now + lease
+        conn.execute(
+            sa.update(outbox)
+            .where(outbox.c.id.in_([r.id for r in rows]))
+            .values(lease_owner=owner, lease_expires_at=expires)
+        )
+        return [
+            Claim(
+                outbox_id=r.id,
+                event=_event(r.payload),
+                sequence=r.sequence,
+                attempts=r.attempts,
+                first_failed_at=r.first_failed_at,
+                lease_owner=owner,
+                lease_expires_at=expires,
+            )
+            for r in rows
+        ]
 
     def settle(self, outcomes: Sequence[Outcome]) -> None:
         """Record how claimed deliveries ended, all in one transaction.
@@ -115,32 +123,34 @@ class Outbox:
         or a park only by the lease's owner, so a worker whose lease expired
         cannot undo the newer owner's work.
         """
-        if not outcomes:
-            return
+        if outcomes:
+            self._tx(lambda conn: self._settle(conn, outcomes))
 
-        def run(conn: Connection) -> None:
-            for o in outcomes:
-                row = outbox.c
-                mine = sa.and_(row.id == o.claim.outbox_id, row.state == "pending")
-                cleared: dict[str, Any] = {"lease_owner": None, "lease_expires_at": None, "attempts": row.attempts + 1}
-                if o.kind == "delivered":
-                    conn.execute(
-                        sa.update(outbox)
-                        .where(mine)
-                        .values(state="delivered", delivered_at=o.at, trace_id=o.trace_id, last_error=None, **cleared)
-                    )
-                    continue
-                failed = sa.func.coalesce(row.first_failed_at, o.at)
-                values: dict[str, Any] = {"last_error": o.error, "first_failed_at": failed, **cleared}
-                if o.trace_id is not None:
-                    values["trace_id"] = o.trace_id
-                if o.kind == "parked":
-                    values["state"] = "parked"
-                else:
-                    values["next_attempt_at"] = o.next_attempt_at or o.at
-                conn.execute(sa.update(outbox).where(mine, row.lease_owner == o.claim.lease_owner).values(**values))
-
-        self._tx(run)
+    def _settle(self, conn: Connection, outcomes: Sequence[Outcome]) -> None:
+        for o in outcomes:
+            row = outbox.c
+            mine = sa.and_(row.id == o.claim.outbox_id, row.state == "pending")
+            cleared: dict[str, Any] = {
+                "lease_owner": None,
+                "lease_expires_at": None,
+                "attempts": row.attempts + o.tries,
+            }
+            if o.kind == "delivered":
+                conn.execute(
+                    sa.update(outbox)
+                    .where(mine)
+                    .values(state="delivered", delivered_at=o.at, trace_id=o.trace_id, last_error=None, **cleared)
+                )
+                continue
+            failed = sa.func.coalesce(row.first_failed_at, o.at)
+            values: dict[str, Any] = {"last_error": o.error, "first_failed_at": failed, **cleared}
+            if o.trace_id is not None:
+                values["trace_id"] = o.trace_id
+            if o.kind == "parked":
+                values["state"] = "parked"
+            else:
+                values["next_attempt_at"] = o.next_attempt_at or o.at
+            conn.execute(sa.update(outbox).where(mine, row.lease_owner == o.claim.lease_owner).values(**values))
 
     def release(self, owner: str) -> int:
         """Give up every lease ``owner`` holds (a graceful stop, or a restart under the same name)."""

@@ -115,3 +115,5 @@ class Outcome:
     error: str | None = None
     trace_id: str | None = None
     next_attempt_at: datetime | None = None
+    tries: int = 1
+    """How many times the event was sent during this claim (added to its ``attempts``)."""
