@@ -27,10 +27,12 @@ from loanstate.notifiers import (
     AsyncCallbackNotifier,
     AsyncInMemoryNotifier,
     AsyncNotifier,
+    AsyncTopNotifier,
     CallbackNotifier,
     InMemoryNotifier,
     Notifier,
     Receipt,
+    TopNotifier,
 )
 from loanstate.store import SqlStore
 
@@ -39,6 +41,7 @@ __all__ = [
     "AsyncDispatcher",
     "AsyncInMemoryNotifier",
     "AsyncNotifier",
+    "AsyncTopNotifier",
     "CallbackNotifier",
     "ConcurrentChange",
     "DeliveryError",
@@ -58,6 +61,7 @@ __all__ = [
     "Receipt",
     "RetryPolicy",
     "SqlStore",
+    "TopNotifier",
     "TransientDeliveryError",
     "Transition",
     "UnknownLoan",

@@ -11,15 +11,18 @@ from __future__ import annotations
 from loanstate.notifiers._base import AsyncNotifier, BaseAsyncNotifier, BaseNotifier, Notifier, Receipt
 from loanstate.notifiers.callback import AsyncCallbackNotifier, CallbackNotifier
 from loanstate.notifiers.memory import AsyncInMemoryNotifier, InMemoryNotifier
+from loanstate.notifiers.top import AsyncTopNotifier, TopNotifier
 
 __all__ = [
     "AsyncCallbackNotifier",
     "AsyncInMemoryNotifier",
     "AsyncNotifier",
+    "AsyncTopNotifier",
     "BaseAsyncNotifier",
     "BaseNotifier",
     "CallbackNotifier",
     "InMemoryNotifier",
     "Notifier",
     "Receipt",
+    "TopNotifier",
 ]
