@@ -34,7 +34,9 @@ from sqlalchemy.pool import ConnectionPoolEntry
 
 __all__ = [
     "READ_ONLY",
+    "TABLE_OPTIONS",
     "BigId",
+    "Key",
     "UtcDateTime",
     "for_claim",
     "insert_if_absent",
@@ -53,6 +55,25 @@ _SQLITE_BUSY_MS: Final = 30_000
 _configured: weakref.WeakSet[Engine] = weakref.WeakSet()
 
 BigId: Final = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+
+def Key(length: int) -> sa.types.TypeEngine[str]:
+    """A case- and accent-sensitive string: request ids differ only in case, and must stay distinct.
+
+    MySQL/MariaDB compare strings case-insensitively by default, which would make
+    two base64 request ids collide in a unique index; the binary collation fixes it.
+    """
+    return sa.String(length).with_variant(
+        mysql.VARCHAR(length, charset="utf8mb4", collation="utf8mb4_bin"), "mysql", "mariadb"
+    )
+
+
+#: Table options: MySQL/MariaDB tables in full UTF-8 (statuses and names may be Chinese).
+TABLE_OPTIONS: Final[dict[str, Any]] = {
+    "mysql_charset": "utf8mb4",
+    "mysql_collate": "utf8mb4_bin",
+    "mysql_engine": "InnoDB",
+}
 
 
 class UtcDateTime(sa.types.TypeDecorator[datetime]):
@@ -98,6 +119,8 @@ def make_engine(url_or_engine: str | sa.URL | Engine) -> Engine:
         engine = sa.create_engine(url, connect_args={"timeout": _SQLITE_BUSY_MS / 1000})
         _configure_sqlite(engine)
     elif backend in ("mysql", "mariadb"):
+        if "charset" not in url.query:
+            url = url.update_query_dict({"charset": "utf8mb4"})
         engine = sa.create_engine(
             url, isolation_level="READ COMMITTED", pool_pre_ping=True, pool_size=10, max_overflow=40
         )
