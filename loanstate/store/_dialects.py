@@ -57,15 +57,26 @@ _configured: weakref.WeakSet[Engine] = weakref.WeakSet()
 BigId: Final = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 
 
-def Key(length: int) -> sa.types.TypeEngine[str]:
-    """A case- and accent-sensitive string: request ids differ only in case, and must stay distinct.
+class Key(sa.types.TypeDecorator[str]):
+    """A string compared exactly: case, accents and trailing spaces all count.
 
-    MySQL/MariaDB compare strings case-insensitively by default, which would make
-    two base64 request ids collide in a unique index; the binary collation fixes it.
+    MySQL/MariaDB compare strings case-insensitively and ignore trailing spaces
+    by default, which would make two base64 request ids (or two loan numbers)
+    collide in a unique index; a binary NO PAD collation keeps them distinct.
     """
-    return sa.String(length).with_variant(
-        mysql.VARCHAR(length, charset="utf8mb4", collation="utf8mb4_bin"), "mysql", "mariadb"
-    )
+
+    impl = sa.String
+    cache_ok = True
+
+    def __init__(self, length: int) -> None:
+        super().__init__(length)
+        self.length = length
+
+    def load_dialect_impl(self, dialect: Dialect) -> sa.types.TypeEngine[Any]:
+        if dialect.name == "mysql":
+            collation = "utf8mb4_nopad_bin" if getattr(dialect, "is_mariadb", False) else "utf8mb4_0900_bin"
+            return dialect.type_descriptor(mysql.VARCHAR(self.length, charset="utf8mb4", collation=collation))
+        return dialect.type_descriptor(sa.String(self.length))
 
 
 #: Table options: MySQL/MariaDB tables in full UTF-8 (statuses and names may be Chinese).

@@ -7,11 +7,12 @@ from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any, Final, TypeVar
 
+import attrs
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from loanstate._errors import ConcurrentChange, InvalidEvent, UnknownLoan
-from loanstate._events import _TEXT, LoanChangeEvent, _text_problem, derive_request_id
+from loanstate._events import LoanChangeEvent, _check_text, derive_request_id
 from loanstate._machine import LoanMachine, default_machine
 from loanstate.store import _schema as schema
 from loanstate.store._dialects import READ_ONLY, insert_if_absent, make_engine, retrying
@@ -31,9 +32,8 @@ def _utc_now() -> datetime:
 
 
 def _check_text_value(field: str, value: object) -> None:
-    if isinstance(value, str) and _TEXT.fullmatch(value) is not None:
-        return
-    raise InvalidEvent({field: _text_problem(value) or "is invalid"})
+    # The event's own validator, so a loan that opens is one whose events can exist.
+    _check_text(None, getattr(attrs.fields(LoanChangeEvent), field), value)
 
 
 def _check_at(at: object) -> datetime:
