@@ -7,6 +7,7 @@ and deliver them through pluggable notifiers.
 
 from __future__ import annotations
 
+from loanstate._audit import AuditFinding, AuditSummary, HistoryAudit
 from loanstate._definition import Problem, Transition
 from loanstate._errors import (
     ConcurrentChange,
@@ -19,6 +20,7 @@ from loanstate._errors import (
     PermanentDeliveryError,
     TransientDeliveryError,
     UnknownLoan,
+    UnreadableInput,
 )
 from loanstate._events import LoanChangeEvent, derive_request_id
 from loanstate._machine import LoanMachine, default_machine
@@ -42,11 +44,14 @@ __all__ = [
     "AsyncInMemoryNotifier",
     "AsyncNotifier",
     "AsyncTopNotifier",
+    "AuditFinding",
+    "AuditSummary",
     "CallbackNotifier",
     "ConcurrentChange",
     "DeliveryError",
     "DispatchReport",
     "Dispatcher",
+    "HistoryAudit",
     "IllegalTransition",
     "InMemoryNotifier",
     "InvalidConfiguration",
@@ -65,6 +70,7 @@ __all__ = [
     "TransientDeliveryError",
     "Transition",
     "UnknownLoan",
+    "UnreadableInput",
     "default_machine",
     "derive_request_id",
 ]

@@ -9,6 +9,7 @@ anything the library raises on purpose; anything else is a bug.
     ├── InvalidDefinition        a lifecycle definition has problems (all listed)
     ├── IllegalTransition        before -> after is not a legal change
     ├── InvalidEvent             a change event's field is missing or malformed
+    ├── UnreadableInput          an input file cannot be read (missing, a directory, binary, ...)
     ├── UnknownLoan              the store holds no loan with that loan_apply_no
     ├── ConcurrentChange         the loan changed under us (lost race, stale status)
     ├── InvalidConfiguration     a setting is wrong (a sign method, an http:// URL, ...)
@@ -39,6 +40,7 @@ __all__ = [
     "PermanentDeliveryError",
     "TransientDeliveryError",
     "UnknownLoan",
+    "UnreadableInput",
 ]
 
 
@@ -103,6 +105,19 @@ class UnknownLoan(LoanStateError):
     def __init__(self, loan_apply_no: str) -> None:
         self.loan_apply_no = loan_apply_no
         super().__init__(f"unknown loan {loan_apply_no!r}: open it first")
+
+
+class UnreadableInput(LoanStateError):
+    """A file given as input cannot be read as what it should be.
+
+    ``path`` names the file and ``reason`` says what is wrong with it (missing,
+    a directory, binary, not in the expected encoding, lacking a header, ...).
+    """
+
+    def __init__(self, path: str, reason: str) -> None:
+        self.path = path
+        self.reason = reason
+        super().__init__(f"{path}: {reason}")
 
 
 class ConcurrentChange(LoanStateError):

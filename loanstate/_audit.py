@@ -1,0 +1,678 @@
+"""Auditing an existing history of status changes, streamed in bounded memory.
+
+A history is a file of change records, one per line (JSON Lines) or one per
+row (CSV with a header), carrying the fields of :class:`~loanstate.LoanChangeEvent`
+(``loan_apply_no``, ``before_status``, ``after_status``, ``change_time``,
+``request_id``, optional ``customer_id`` and ``institution_loan_no``); other
+fields and columns are ignored, so a database export can be audited as it is.
+``change_time`` is ISO 8601 with a UTC offset (``2024-01-01T08:00:00+08:00``).
+Loans may be interleaved in any order.
+
+:class:`HistoryAudit` reads the records once, in file order, and reports an
+:class:`AuditFinding` for each of:
+
+``malformed``
+    not JSON / not a CSV row of the header's width / not an object, or a field
+    missing or invalid (every bad field is named);
+``unknown-status``
+    a status the lifecycle does not declare;
+``illegal-pair``
+    two known statuses whose ``before -> after`` the lifecycle does not allow;
+``chain-break``
+    a change whose ``before_status`` is not what the same loan's previous change
+    left it in;
+``time-backwards``
+    a change earlier than the same loan's previous change;
+``duplicate-request-id``
+    a ``request_id`` an earlier record already carries.
+
+Memory does not grow with the number of records: it holds one small entry per
+distinct loan (its last status and time) and a fixed-size Bloom filter of the
+request_ids. A Bloom hit is only a *candidate* duplicate; when there are any,
+a second pass over the file confirms them exactly, so false positives never
+reach the report and duplicate findings follow all the others.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import io
+import json
+import os
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import IO, Any, Final, Literal
+
+import attrs
+
+from loanstate._errors import UnreadableInput
+from loanstate._events import _REQUEST_ID, _is_text, _text_problem
+from loanstate._machine import LoanMachine, default_machine
+
+__all__ = ["FINDING_KINDS", "AuditFinding", "AuditSummary", "HistoryAudit"]
+
+#: Every kind of finding, in the order reports list them.
+FINDING_KINDS: Final = (
+    "malformed",
+    "unknown-status",
+    "illegal-pair",
+    "chain-break",
+    "time-backwards",
+    "duplicate-request-id",
+)
+#: The input formats a history file may have.
+InputFormat = Literal["jsonl", "csv"]
+#: A record line longer than this is malformed (and never read into memory whole).
+MAX_RECORD_BYTES: Final = 1 << 22
+#: How much of a file is examined up front to refuse binary or mis-encoded input early.
+SNIFF_BYTES: Final = 64 * 1024
+_CHUNK_BYTES: Final = 1 << 22
+# Up to this many candidate duplicates, the confirming pass searches raw bytes; beyond, it re-reads.
+_FIND_AT_MOST: Final = 32
+#: Default Bloom filter size in bits (32 MiB): about 5e-5 false candidates per record at 1M records.
+DEFAULT_BLOOM_BITS: Final = 1 << 28
+
+_REQUIRED: Final = ("loan_apply_no", "before_status", "after_status", "change_time", "request_id")
+_OPTIONAL: Final = ("customer_id", "institution_loan_no")
+_BOM: Final = codecs.BOM_UTF8
+# C0 controls that never appear in text records; more than a few in the first
+# chunk means the file is not text even when it holds no NUL byte.
+_BINARY_BYTES: Final = bytes(b for b in range(32) if b not in (9, 10, 12, 13, 27))
+
+ProgressCallback = Callable[[int, int, str], None]
+"""``on_progress(done_bytes, total_bytes, phase)``; ``phase`` is ``"checking"`` or ``"confirming"``."""
+
+
+@attrs.frozen
+class AuditFinding:
+    """One thing wrong in a history: which kind, at which line, and why.
+
+    ``line`` is the 1-based line of the record in the file (for CSV, the line
+    the row starts on; for in-memory records, the record's 1-based position).
+    ``loan_apply_no`` and ``request_id`` are set when the record has them.
+    """
+
+    kind: str
+    line: int
+    message: str
+    loan_apply_no: str | None = None
+    request_id: str | None = None
+
+    def __str__(self) -> str:
+        return f"line {self.line}: {self.kind}: {self.message}"
+
+    def to_dict(self) -> dict[str, object]:
+        """A JSON-ready dict (``None`` fields omitted)."""
+        out: dict[str, object] = {"kind": self.kind, "line": self.line, "message": self.message}
+        if self.loan_apply_no is not None:
+            out["loan_apply_no"] = self.loan_apply_no
+        if self.request_id is not None:
+            out["request_id"] = self.request_id
+        return out
+
+
+@attrs.frozen
+class AuditSummary:
+    """What an audit saw: records read, distinct loans, findings per kind (every kind present)."""
+
+    source: str | None
+    records: int
+    loans: int
+    counts: Mapping[str, int]
+
+    @property
+    def findings(self) -> int:
+        """How many findings in all."""
+        return sum(self.counts.values())
+
+    @property
+    def clean(self) -> bool:
+        """Whether the history has no finding at all."""
+        return self.findings == 0
+
+    def to_dict(self) -> dict[str, object]:
+        """A JSON-ready dict."""
+        return {
+            "source": self.source,
+            "records": self.records,
+            "loans": self.loans,
+            "findings": self.findings,
+            "counts": dict(self.counts),
+        }
+
+
+@attrs.frozen
+class _Bad:
+    """A record that could not even be read as one (its reason)."""
+
+    reason: str
+
+
+# A source yields (line, record) pairs, record a mapping or _Bad. It is called
+# again for the confirming pass with the candidate request_ids: it may then
+# yield only the records that can carry one of them (a superset is fine).
+_Source = Callable[[ProgressCallback | None, Collection[str] | None], Iterator[tuple[int, object]]]
+
+
+@attrs.define
+class HistoryAudit:
+    """An audit of one history against one lifecycle.
+
+    Build it with :meth:`of_file` (refuses a missing, unreadable, binary or
+    mis-encoded file at once with :class:`~loanstate.UnreadableInput`) or
+    :meth:`of_records`; iterate :meth:`findings`; then read :attr:`summary`.
+    """
+
+    _source: _Source = attrs.field(alias="source")
+    machine: LoanMachine = attrs.field(factory=default_machine)
+    name: str | None = None
+    bloom_bits: int = DEFAULT_BLOOM_BITS
+    on_progress: ProgressCallback | None = None
+    summary: AuditSummary | None = attrs.field(default=None, init=False)
+
+    @classmethod
+    def of_file(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        machine: LoanMachine | None = None,
+        input_format: InputFormat | None = None,
+        encoding: str = "utf-8",
+        on_progress: ProgressCallback | None = None,
+        bloom_bits: int = DEFAULT_BLOOM_BITS,
+    ) -> HistoryAudit:
+        """Prepare an audit of a JSONL or CSV file (format from the suffix, else sniffed).
+
+        The file is opened and its first chunk examined now, so a bad file fails
+        here, before any work: :class:`~loanstate.UnreadableInput` says why.
+        """
+        name = os.fspath(path)
+        head = _sniff(name, encoding)
+        fmt = input_format or _guess_format(name, head)
+        if fmt == "csv":
+            header = _csv_header(name, head, encoding)
+            source: _Source = _CsvSource(name, encoding, header)
+        else:
+            source = _JsonlSource(name, encoding)
+        return cls(source, machine or default_machine(), name, bloom_bits, on_progress)
+
+    @classmethod
+    def of_records(
+        cls,
+        records: Sequence[object],
+        *,
+        machine: LoanMachine | None = None,
+        bloom_bits: int = DEFAULT_BLOOM_BITS,
+    ) -> HistoryAudit:
+        """Prepare an audit of records already in memory (mappings shaped like ``LoanChangeEvent.to_dict()``).
+
+        A record's ``line`` in findings is its 1-based position.
+        """
+
+        def source(
+            on_progress: ProgressCallback | None, wanted: Collection[str] | None
+        ) -> Iterator[tuple[int, object]]:
+            return enumerate(records, start=1)
+
+        return cls(source, machine or default_machine(), None, bloom_bits)
+
+    def findings(self) -> Iterator[AuditFinding]:
+        """Run the audit, yielding findings in file order (confirmed duplicates last).
+
+        :attr:`summary` is set once the iterator is exhausted.
+        """
+        machine = self.machine
+        canonical = {s: s for s in machine.statuses}
+        table = {s: machine.allowed(s) for s in machine.statuses}
+        loans: dict[str, tuple[str, datetime, int]] = {}
+        counts = dict.fromkeys(FINDING_KINDS, 0)
+        # At most 2**19 blocks: the block index takes 19 of the hash's low 30 bits.
+        blocks = min(1 << 19, max(1, 1 << (max(self.bloom_bits >> 9, 1) - 1).bit_length()))
+        block_mask = blocks - 1
+        bloom = bytearray(blocks << 6)
+        loans_get = loans.get
+        candidates: dict[str, None] = {}
+        records = 0
+        text_ok = _is_text
+        rid_ok = _REQUEST_ID.fullmatch
+        parse_time = datetime.fromisoformat
+
+        for line, record in self._source(self.on_progress, None):
+            records += 1
+            if record.__class__ is not dict:
+                if isinstance(record, _Bad):
+                    counts["malformed"] += 1
+                    yield AuditFinding("malformed", line, record.reason)
+                    continue
+                if not isinstance(record, Mapping):
+                    counts["malformed"] += 1
+                    yield AuditFinding("malformed", line, f"not an object: {_short(record)}")
+                    continue
+            get: Callable[[str], Any] = record.get
+            loan = get("loan_apply_no")
+            before = get("before_status")
+            after = get("after_status")
+            moment = get("change_time")
+            rid = get("request_id")
+
+            # request_ids go into the filter even on a malformed record, so the
+            # confirming pass (which reads only request_ids) agrees with this one.
+            rid_valid = rid.__class__ is str and rid_ok(rid) is not None
+            if rid_valid:
+                # A blocked Bloom filter: both bits in one 64-byte block (one cache
+                # miss); indexes come from a 30-bit slice so the arithmetic stays on small ints.
+                h = hash(rid)
+                lo = h & 0x3FFFFFFF
+                o1 = ((lo & block_mask) << 6) | ((lo >> 19) & 63)
+                o2 = (o1 & ~63) | ((h >> 40) & 63)
+                b1 = 1 << (lo >> 27)
+                b2 = 1 << ((h >> 46) & 7)
+                if bloom[o1] & b1 and bloom[o2] & b2:
+                    candidates[rid] = None
+                else:
+                    bloom[o1] |= b1
+                    bloom[o2] |= b2
+
+            known_before = before.__class__ is str and before in canonical
+            known_after = after.__class__ is str and after in canonical
+            if moment.__class__ is str:
+                try:
+                    moment = parse_time(moment)
+                except ValueError:
+                    moment = None  # reported below, from the raw value
+            customer_id = get("customer_id")
+            institution_loan_no = get("institution_loan_no")
+            # A loan already on record has a valid loan_apply_no: skip checking it again.
+            previous = loans_get(loan) if loan.__class__ is str else None
+            if not (
+                known_before
+                and known_after
+                and rid_valid
+                and (previous is not None or (loan.__class__ is str and text_ok(loan)))
+                and moment.__class__ is datetime
+                and moment.utcoffset() is not None
+            ) or not (
+                (customer_id is None or (customer_id.__class__ is str and text_ok(customer_id)))
+                and (
+                    institution_loan_no is None
+                    or (institution_loan_no.__class__ is str and text_ok(institution_loan_no))
+                )
+            ):
+                bad = _field_problems(record, canonical, moment)
+                if bad:
+                    counts["malformed"] += 1
+                    yield AuditFinding(
+                        "malformed",
+                        line,
+                        "; ".join(f"{k}: {v}" for k, v in bad.items()),
+                        loan if loan.__class__ is str else None,
+                        rid if rid_valid else None,
+                    )
+                    continue
+            # From here every field is well formed (statuses may be unknown).
+            if not (known_before and known_after):
+                unknown = [
+                    f"{name} {value!r}"
+                    for name, value, known in (
+                        ("before_status", before, known_before),
+                        ("after_status", after, known_after),
+                    )
+                    if not known
+                ]
+                counts["unknown-status"] += 1
+                yield AuditFinding(
+                    "unknown-status",
+                    line,
+                    f"unknown status: {', '.join(unknown)} (known: {', '.join(sorted(canonical))})",
+                    loan,
+                    rid,
+                )
+            elif after not in table[before]:
+                why = "not a change (same status)" if before == after else "not a legal transition"
+                options = ", ".join(sorted(table[before])) or "none (terminal)"
+                counts["illegal-pair"] += 1
+                yield AuditFinding(
+                    "illegal-pair",
+                    line,
+                    f"{before!r} -> {after!r}: {why}; allowed after {before!r}: {options}",
+                    loan,
+                    rid,
+                )
+            if previous is not None:
+                prev_after, prev_time, prev_line = previous
+                if known_before and before != prev_after:
+                    counts["chain-break"] += 1
+                    yield AuditFinding(
+                        "chain-break",
+                        line,
+                        f"loan {loan!r} changes from {before!r}, but its previous change "
+                        f"(line {prev_line}) left it {prev_after!r}",
+                        loan,
+                        rid,
+                    )
+                if moment < prev_time:
+                    counts["time-backwards"] += 1
+                    yield AuditFinding(
+                        "time-backwards",
+                        line,
+                        f"loan {loan!r} changes at {moment.isoformat()}, before its previous change "
+                        f"(line {prev_line}) at {prev_time.isoformat()}",
+                        loan,
+                        rid,
+                    )
+            loans[loan] = (canonical.get(after, after), moment, line)
+
+        if candidates:
+            first_line: dict[str, tuple[int, str | None]] = {}
+            for line, record in self._source(self.on_progress, candidates):
+                if not isinstance(record, Mapping):
+                    continue
+                rid = record.get("request_id")
+                if rid.__class__ is not str or rid not in candidates:
+                    continue
+                loan = record.get("loan_apply_no")
+                loan = loan if loan.__class__ is str else None
+                seen = first_line.get(rid)
+                if seen is None:
+                    first_line[rid] = (line, loan)
+                    continue
+                counts["duplicate-request-id"] += 1
+                other = f" (loan {seen[1]!r})" if seen[1] is not None and seen[1] != loan else ""
+                yield AuditFinding(
+                    "duplicate-request-id",
+                    line,
+                    f"request_id {rid!r} was already used at line {seen[0]}{other}",
+                    loan,
+                    rid,
+                )
+        self.summary = AuditSummary(self.name, records, len(loans), counts)
+
+
+def _field_problems(record: Mapping[str, Any], canonical: Mapping[str, str], moment: object) -> dict[str, str]:
+    """Every malformed field of a record (unknown but well-formed statuses are not malformed)."""
+    bad: dict[str, str] = {}
+    for name in ("loan_apply_no", "before_status", "after_status"):
+        value = record.get(name)
+        if value is None:
+            bad[name] = "is required"
+        elif not (value.__class__ is str and value in canonical) and (not _is_text(value)):
+            bad[name] = _text_problem(value) or "is invalid"
+    raw_time = record.get("change_time")
+    if raw_time is None:
+        bad["change_time"] = "is required"
+    elif not isinstance(moment, datetime):
+        bad["change_time"] = f"must be an ISO 8601 date-time with a UTC offset, got {_short(raw_time)}"
+    elif moment.utcoffset() is None:
+        bad["change_time"] = f"has no UTC offset: {_short(raw_time)} (write it like 2024-01-01T08:00:00+08:00)"
+    rid = record.get("request_id")
+    if rid is None:
+        bad["request_id"] = "is required"
+    elif rid.__class__ is not str or _REQUEST_ID.fullmatch(rid) is None:
+        bad["request_id"] = f"must be 1-64 characters of [A-Za-z0-9_-], got {_short(rid)}"
+    for name in _OPTIONAL:
+        value = record.get(name)
+        if value is not None and (not _is_text(value)):
+            bad[name] = _text_problem(value) or "is invalid"
+    return bad
+
+
+def _short(value: object, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+# -- reading files -------------------------------------------------------------
+
+
+def _sniff(path: str, encoding: str) -> bytes:
+    """Open the file and read its first chunk; refuse what is not a readable text file."""
+    try:
+        codec = codecs.lookup(encoding)
+    except LookupError:
+        raise UnreadableInput(path, f"unknown encoding {encoding!r}") from None
+    if codec.name.startswith(("utf-16", "utf-32")):
+        raise UnreadableInput(
+            path, f"encoding {encoding!r} is not supported (use UTF-8, GBK or another ASCII-based one)"
+        )
+    p = Path(path)
+    try:
+        if p.is_dir():
+            raise UnreadableInput(path, "is a directory, not a history file")
+        with p.open("rb") as f:
+            head = f.read(SNIFF_BYTES)
+    except FileNotFoundError:
+        raise UnreadableInput(path, "no such file") from None
+    except PermissionError:
+        raise UnreadableInput(path, "permission denied") from None
+    except OSError as exc:
+        raise UnreadableInput(path, f"cannot read: {exc.strerror or exc}") from None
+    if b"\x00" in head or sum(head.count(b) for b in _BINARY_BYTES) > max(8, len(head) // 100):
+        raise UnreadableInput(path, "is a binary file, not a JSON Lines or CSV history")
+    try:
+        codecs.getincrementaldecoder(codec.name)().decode(head, final=len(head) < SNIFF_BYTES)
+    except UnicodeDecodeError as exc:
+        hint = " (if it is GBK, pass --encoding gbk)" if codec.name == "utf-8" else ""
+        raise UnreadableInput(path, f"is not {codec.name} text (byte {exc.start}){hint}") from None
+    return head
+
+
+def _guess_format(path: str, head: bytes) -> InputFormat:
+    suffix = Path(path).suffix.lower()
+    if suffix in (".jsonl", ".ndjson", ".json"):
+        return "jsonl"
+    if suffix in (".csv", ".txt"):
+        return "csv"
+    return "jsonl" if head.removeprefix(_BOM).lstrip().startswith(b"{") else "csv"
+
+
+def _csv_header(path: str, head: bytes, encoding: str) -> list[str]:
+    text = head.removeprefix(_BOM).decode(encoding, errors="replace")
+    first = next(csv.reader(io.StringIO(text)), None)
+    if not first:
+        raise UnreadableInput(path, "is empty: a CSV history starts with a header row naming the fields")
+    header = [h.strip() for h in first]
+    missing = [name for name in _REQUIRED if name not in header]
+    if missing:
+        raise UnreadableInput(path, f"CSV header lacks {', '.join(missing)} (it has: {', '.join(header)[:200]})")
+    return header
+
+
+def _blocks(f: IO[bytes], on_progress: ProgressCallback | None, phase: str) -> Iterator[bytes | None]:
+    """The file as blocks of whole lines (each ending in a newline, but perhaps the last).
+
+    Reading big chunks keeps per-line overhead out of Python. A line longer than
+    MAX_RECORD_BYTES is never held whole: it is skipped and ``None`` stands for it.
+    """
+    total = os.fstat(f.fileno()).st_size
+    carry = b""
+    done = 0
+    skipping = False
+    while chunk := f.read(_CHUNK_BYTES):
+        done += len(chunk)
+        if skipping:
+            cut = chunk.find(b"\n")
+            if cut < 0:
+                continue
+            chunk = chunk[cut + 1 :]
+            skipping = False
+        data = carry + chunk if carry else chunk
+        cut = data.rfind(b"\n") + 1
+        if cut:
+            yield data[:cut]
+        carry = data[cut:]
+        if len(carry) > MAX_RECORD_BYTES:
+            yield None
+            carry, skipping = b"", True
+        if on_progress is not None:
+            on_progress(done, total, phase)
+    if carry and not skipping:
+        yield carry
+    if on_progress is not None:
+        on_progress(total, total, phase)
+
+
+@attrs.frozen
+class _JsonlSource:
+    path: str
+    encoding: str
+
+    def __call__(
+        self, on_progress: ProgressCallback | None, wanted: Collection[str] | None
+    ) -> Iterator[tuple[int, object]]:
+        if wanted is not None:
+            yield from self._mentioning(on_progress, wanted)
+            return
+        decode = json.JSONDecoder().decode
+        encoding = self.encoding
+        line = 0
+        with Path(self.path).open("rb") as f:
+            for block in _blocks(f, on_progress, "checking"):
+                if block is None:
+                    line += 1
+                    yield line, _Bad(f"longer than {MAX_RECORD_BYTES} bytes")
+                    continue
+                lines = block.split(b"\n")
+                if not lines[-1]:
+                    lines.pop()
+                for raw in lines:
+                    line += 1
+                    try:
+                        yield line, decode(raw.decode(encoding))
+                    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
+                        if raw.strip():
+                            yield line, _read_bad_line(raw, line, exc, encoding)
+
+    def _mentioning(
+        self, on_progress: ProgressCallback | None, wanted: Collection[str]
+    ) -> Iterator[tuple[int, object]]:
+        """Only the records whose line contains one of ``wanted``, found by ``bytes.find`` over whole blocks.
+
+        request_ids are plain ASCII (``[A-Za-z0-9_-]``), so they appear verbatim in
+        the line in any ASCII-based encoding; only those lines are parsed. With
+        many candidates a plain re-read is cheaper, so that is what happens then.
+        """
+        if len(wanted) > _FIND_AT_MOST:
+            yield from self(on_progress, None)
+            return
+        needles = [w.encode("ascii") for w in wanted]
+        encoding = self.encoding
+        line = 1  # the number of the line that starts the block
+        with Path(self.path).open("rb") as f:
+            for block in _blocks(f, on_progress, "confirming"):
+                if block is None:
+                    line += 1
+                    continue
+                hits = []
+                for needle in needles:
+                    at = block.find(needle)
+                    while at >= 0:
+                        hits.append(at)
+                        at = block.find(needle, at + 1)
+                pos = 0
+                for at in sorted(hits):
+                    if at < pos:
+                        continue  # another hit on a line already read
+                    start = block.rfind(b"\n", 0, at) + 1
+                    end = block.find(b"\n", at) + 1 or len(block)
+                    line += block.count(b"\n", pos, start)
+                    raw = block[start:end]
+                    try:
+                        yield line, json.loads(raw.decode(encoding))
+                    except ValueError as exc:
+                        yield line, _read_bad_line(raw, line, exc, encoding)
+                    pos = end
+                    line += 1
+                line += block.count(b"\n", pos)
+
+
+def _read_bad_line(raw: bytes, line: int, exc: ValueError, encoding: str) -> object:
+    """The record on a line the fast path could not read, or why it is not one."""
+    if not raw:
+        return _Bad(f"longer than {MAX_RECORD_BYTES} bytes")
+    if line == 1 and raw.startswith(_BOM):
+        try:
+            return json.loads(raw[3:].decode(encoding))
+        except ValueError as again:
+            exc = again
+    return _Bad(_json_problem(exc, encoding))
+
+
+def _json_problem(exc: ValueError, encoding: str) -> str:
+    if isinstance(exc, UnicodeDecodeError):
+        return f"not valid {encoding} text (byte {exc.start} of the line)"
+    if isinstance(exc, json.JSONDecodeError):
+        return f"bad JSON: {exc.msg} (column {exc.colno})"
+    return f"bad JSON: {exc}"
+
+
+@attrs.frozen
+class _CsvSource:
+    path: str
+    encoding: str
+    header: list[str]
+
+    def __call__(
+        self, on_progress: ProgressCallback | None, wanted: Collection[str] | None
+    ) -> Iterator[tuple[int, object]]:
+        # Rows may span lines (quoted newlines), so the confirming pass reads them all again.
+        phase = "checking" if wanted is None else "confirming"
+        header = self.header
+        width = len(header)
+        overlong: set[int] = set()
+        with Path(self.path).open("rb") as f:
+            decoder = codecs.getincrementaldecoder(self.encoding)(errors="surrogateescape")
+            physical = 0
+
+            def text_lines() -> Iterator[str]:
+                nonlocal physical
+                for block in _blocks(f, on_progress, phase):
+                    if block is None:
+                        physical += 1
+                        overlong.add(physical)
+                        yield "\n"
+                        continue
+                    parts = block.split(b"\n")
+                    last = parts.pop()
+                    for raw in parts:
+                        physical += 1
+                        yield decoder.decode((raw.removeprefix(_BOM) if physical == 1 else raw) + b"\n")
+                    if last:
+                        physical += 1
+                        yield decoder.decode(last.removeprefix(_BOM) if physical == 1 else last)
+
+            reader = csv.reader(text_lines())
+            end = 0
+            first = True
+            while True:
+                try:
+                    row = next(reader)
+                except StopIteration:
+                    break
+                except csv.Error as exc:
+                    start, end = end + 1, physical
+                    yield start, _Bad(f"bad CSV: {exc}")
+                    continue
+                start, end = end + 1, physical
+                if first:
+                    first = False
+                    continue
+                if start in overlong:
+                    yield start, _Bad(f"longer than {MAX_RECORD_BYTES} bytes")
+                    continue
+                if not row or (len(row) == 1 and not row[0].strip()):
+                    continue
+                if len(row) != width:
+                    yield start, _Bad(f"has {len(row)} fields, the header has {width}")
+                    continue
+                if any(_has_undecodable(value) for value in row):
+                    yield start, _Bad(f"not valid {self.encoding} text")
+                    continue
+                # An empty cell is an absent field.
+                yield start, {name: value for name, value in zip(header, row, strict=True) if value != ""}
+
+
+def _has_undecodable(value: str) -> bool:
+    # surrogateescape turns each undecodable byte into a lone surrogate U+DC80..U+DCFF.
+    return any("\udc80" <= ch <= "\udcff" for ch in value) if not value.isascii() else False
