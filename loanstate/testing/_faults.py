@@ -74,14 +74,28 @@ class FaultPlan:
         return cls()
 
     @classmethod
-    def sequence(cls, *faults: Fault | None, repeat: bool = False) -> FaultPlan:
+    def sequence(
+        cls,
+        *faults: Fault | None,
+        repeat: bool = False,
+        latency: float = 0.05,
+        hang: float = 30.0,
+        retry_after: int = 1,
+    ) -> FaultPlan:
         """The given faults to the first requests, in order (``None`` lets one through)."""
-        return cls(schedule=faults, repeat=repeat)
+        return cls(schedule=faults, repeat=repeat, latency=latency, hang=hang, retry_after=retry_after)
 
     @classmethod
-    def random(cls, rates: Mapping[Fault, float], **options: float) -> FaultPlan:
+    def random(
+        cls,
+        rates: Mapping[Fault, float],
+        *,
+        latency: float = 0.05,
+        hang: float = 30.0,
+        retry_after: int = 1,
+    ) -> FaultPlan:
         """Each request draws a fault with these probabilities (seeded by the gateway)."""
-        return cls(rates=rates, **options)  # type: ignore[arg-type]
+        return cls(rates=rates, latency=latency, hang=hang, retry_after=retry_after)
 
     def pick(self, index: int, rng: Random) -> Fault | None:
         """The fault for request number ``index`` (drawing from ``rng`` only past the schedule)."""

@@ -1,0 +1,249 @@
+"""The fake open-platform gateway: checks like the platform, answers like it, deduplicates, records, injects faults."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+
+import httpx2
+import pytest
+from hypothesis import given, settings
+
+from loanstate import InvalidConfiguration, LoanChangeEvent, default_machine
+from loanstate.testing import FakeTopGateway, Fault, FaultPlan, change_events
+from loanstate.top import BUSINESS_PARAM, CONTENT_TYPE, build_request, classify, encode_form, parse_response, sign
+
+MACHINE = default_machine()
+SECRET = "test-app-secret"
+
+
+def change(loan: str = "FI1", before: str = "NEW", after: str = "OVERDUE", minute: int = 0) -> LoanChangeEvent:
+    return MACHINE.change(
+        loan_apply_no=loan, before=before, after=after, at=datetime(2024, 5, 1, 9, minute, tzinfo=UTC)
+    )
+
+
+def signed(event: LoanChangeEvent, method: str = "hmac-sha256", **options: object) -> dict[str, str]:
+    request = build_request(event, app_key="test-app-key", app_secret=SECRET, now=datetime.now(UTC), sign_method=method)
+    params = request.params()
+    params.update({k: str(v) for k, v in options.items()})
+    return params
+
+
+def resign(params: dict[str, str]) -> dict[str, str]:
+    params = {k: v for k, v in params.items() if k != "sign"}
+    params["sign"] = sign(params, SECRET, params.get("sign_method", "md5"))
+    return params
+
+
+def post(client: httpx2.Client, gw: FakeTopGateway, params: dict[str, str]) -> httpx2.Response:
+    return client.post(gw.url, content=encode_form(params).encode(), headers={"Content-Type": CONTENT_TYPE})
+
+
+@pytest.fixture
+def client() -> Iterator[httpx2.Client]:
+    with httpx2.Client(timeout=5.0) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def shared_gateway() -> Iterator[FakeTopGateway]:
+    with FakeTopGateway(machine=MACHINE) as gw:
+        yield gw
+
+
+@pytest.mark.parametrize("method", ["md5", "hmac", "hmac-sha256"])
+def test_accepts_every_sign_method(client: httpx2.Client, method: str) -> None:
+    """A correctly signed request takes effect once, whichever of the three sign methods signed it."""
+    with FakeTopGateway(machine=MACHINE) as gw:
+        response = post(client, gw, signed(change(), method))
+        assert classify(response.status_code, response.content).ok
+        assert gw.effects == {change().request_id: 1}
+        assert gw.delivered() == [change()]
+
+
+def _drop(params: dict[str, str], key: str) -> dict[str, str]:
+    return resign({k: v for k, v in params.items() if k != key})
+
+
+def _business(fields: dict[str, object]) -> dict[str, str]:
+    return resign({**signed(change()), BUSINESS_PARAM: json.dumps(fields, ensure_ascii=False)})
+
+
+GOOD = json.loads(change().to_top_param())
+old_stamp = (datetime.now(UTC) + timedelta(hours=8) - timedelta(minutes=11)).strftime("%Y-%m-%d %H:%M:%S")
+REFUSALS: dict[str, tuple[Callable[[], dict[str, str]], str, str | None]] = {
+    "missing method": (lambda: _drop(signed(change()), "method"), "21", None),
+    "invalid method": (lambda: resign({**signed(change()), "method": "taobao.time.get"}), "22", None),
+    "missing app key": (lambda: _drop(signed(change()), "app_key"), "28", None),
+    "invalid app key": (lambda: resign({**signed(change()), "app_key": "other"}), "29", None),
+    "missing timestamp": (lambda: _drop(signed(change()), "timestamp"), "30", None),
+    "stale timestamp": (lambda: resign({**signed(change()), "timestamp": old_stamp}), "31", "isv.invalid-timestamp"),
+    "bad timestamp": (lambda: resign({**signed(change()), "timestamp": "2024/01/01"}), "31", "isv.invalid-timestamp"),
+    "missing version": (lambda: _drop(signed(change()), "v"), "40", None),
+    "bad format": (lambda: resign({**signed(change()), "format": "yaml"}), "41", None),
+    "missing signature": (lambda: {k: v for k, v in signed(change()).items() if k != "sign"}, "24", None),
+    "bad signature": (lambda: {**signed(change()), "sign": "0" * 64}, "25", None),
+    "tampered body": (lambda: {**signed(change()), BUSINESS_PARAM: change("FI2").to_top_param()}, "25", None),
+    "bad sign method": (lambda: {**signed(change()), "sign_method": "sha1"}, "25", None),
+    "missing business": (lambda: _drop(signed(change()), BUSINESS_PARAM), "40", None),
+    "business not json": (lambda: resign({**signed(change()), BUSINESS_PARAM: "{nope"}), "41", None),
+    "business not object": (lambda: resign({**signed(change()), BUSINESS_PARAM: "[1]"}), "41", None),
+    "missing field": (lambda: _business({k: v for k, v in GOOD.items() if k != "loan_apply_no"}), "50", "isv"),
+    "wrong type": (lambda: _business({**GOOD, "customer_id": 123}), "50", "isv"),
+    "unknown field": (lambda: _business({**GOOD, "amount": "1"}), "50", "isv"),
+    "bad date format": (lambda: _business({**GOOD, "change_time": "2024-05-01T09:00:00+08:00"}), "50", "isv"),
+    "unknown status": (lambda: _business({**GOOD, "after_status": "DUE"}), "50", "isv"),
+    "illegal pair": (lambda: _business({**GOOD, "before_status": "INVALID", "after_status": "NEW"}), "50", "isv"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(REFUSALS))
+def test_refusals_answer_the_platforms_error(client: httpx2.Client, shared_gateway: FakeTopGateway, case: str) -> None:
+    """Each broken request gets the platform's error_response code, takes no effect and is recorded."""
+    make, code, sub_code = REFUSALS[case]
+    before = len(shared_gateway.delivered())
+    response = post(client, shared_gateway, make())
+    parsed = parse_response(response.content)
+    assert response.status_code == 200
+    assert parsed.kind == "error"
+    assert parsed.code == code
+    if sub_code is not None:
+        assert (parsed.sub_code or "").startswith(sub_code)
+    assert len(shared_gateway.delivered()) == before
+    assert shared_gateway.requests[-1].code == code
+    assert not classify(response.status_code, response.content).ok
+
+
+@settings(max_examples=25)
+@given(event=change_events())
+def test_gateway_reads_back_exactly_the_event(shared_gateway: FakeTopGateway, event: LoanChangeEvent) -> None:
+    """Whatever valid event is sent (non-ASCII, optionals or not), the gateway applies the same change."""
+    with httpx2.Client() as c:
+        response = post(c, shared_gateway, signed(event))
+    assert classify(response.status_code, response.content).ok
+    record = shared_gateway.requests[-1]
+    assert record.event is not None
+    assert record.event.to_top_param() == event.to_top_param()
+    assert record.request_id == event.request_id
+    assert "sign" not in record.params
+
+
+def test_replay_gets_the_first_answer_and_takes_no_effect(client: httpx2.Client) -> None:
+    """The same request_id twice: one effect, the second answer repeats the first (trace_id included)."""
+    with FakeTopGateway() as gw:
+        first = parse_response(post(client, gw, signed(change())).content)
+        again = parse_response(post(client, gw, signed(change(), "md5")).content)
+        assert first == again
+        assert gw.effects == {change().request_id: 1}
+        assert [r.replay for r in gw.requests] == [False, True]
+        assert [r.took_effect for r in gw.requests] == [True, False]
+
+
+def test_order_violations_and_delivered_per_loan(client: httpx2.Client) -> None:
+    """An event whose before_status is not the loan's last after_status is reported; delivered() filters by loan."""
+    with FakeTopGateway(machine=MACHINE) as gw:
+        post(client, gw, signed(change("A", "NEW", "OVERDUE", 0)))
+        post(client, gw, signed(change("B", "NEW", "SETTLED", 1)))
+        post(client, gw, signed(change("A", "NEW", "SETTLED", 2)))
+        assert [e.after_status for e in gw.delivered("A")] == ["OVERDUE", "SETTLED"]
+        assert len(gw.delivered()) == 3
+        assert len(gw.order_violations) == 1
+        assert "'A'" in gw.order_violations[0]
+
+
+@pytest.mark.parametrize(("fmt", "simplify"), [("xml", False), ("json", True), ("json", False)])
+def test_answers_in_the_requested_shape(client: httpx2.Client, fmt: str, simplify: bool) -> None:
+    """format=xml answers XML; simplify=true drops the wrapper; both read back as success."""
+    with FakeTopGateway() as gw:
+        params = resign({**signed(change()), "format": fmt, **({"simplify": "true"} if simplify else {})})
+        response = post(client, gw, params)
+        assert response.content.startswith(b"<?xml") == (fmt == "xml")
+        assert (b"_response" in response.content) == (not simplify)
+        assert classify(response.status_code, response.content, content_type=response.headers["content-type"]).ok
+
+
+def test_get_requests_work_too(client: httpx2.Client) -> None:
+    """Every parameter in the query string of a GET is read like a POST's."""
+    with FakeTopGateway() as gw:
+        response = client.get(gw.url, params=signed(change()))
+        assert classify(response.status_code, response.content).ok
+
+
+def _kinds(client: httpx2.Client, gw: FakeTopGateway, count: int) -> list[str]:
+    kinds = []
+    for i in range(count):
+        try:
+            response = post(client, gw, signed(change(f"L{i}")))
+        except httpx2.TransportError:
+            kinds.append("no answer")
+        else:
+            kinds.append(classify(response.status_code, response.content).kind.value)
+    return kinds
+
+
+def test_fault_schedule_is_deterministic(client: httpx2.Client) -> None:
+    """A scheduled plan injects its faults in arrival order, then none; set_faults restarts the schedule."""
+    plan = FaultPlan.sequence(Fault.HTTP_503, None, Fault.ISV_ERROR, Fault.DROP, Fault.LATENCY, latency=0.01)
+    with FakeTopGateway(faults=plan) as gw:
+        assert _kinds(client, gw, 6) == ["transient", "success", "permanent", "no answer", "success", "success"]
+        assert [r.fault for r in gw.requests] == [
+            Fault.HTTP_503,
+            None,
+            Fault.ISV_ERROR,
+            Fault.DROP,
+            Fault.LATENCY,
+            None,
+        ]
+        gw.set_faults([Fault.RATE_LIMIT])
+        assert _kinds(client, gw, 2) == ["transient", "success"]
+        gw.set_faults(FaultPlan.sequence(Fault.BUSINESS_FAILURE, None, repeat=True))
+        assert _kinds(client, gw, 4) == ["permanent", "success", "permanent", "success"]
+        # DROP takes effect before the connection goes: the loan's change is in.
+        assert gw.effects[change("L3").request_id] == 1
+
+
+def test_random_faults_are_reproducible_with_a_seed(client: httpx2.Client) -> None:
+    """Two gateways with the same seed and plan inject the same faults into the same request sequence."""
+    plan = FaultPlan.random({Fault.HTTP_500: 0.3, Fault.ISP_ERROR: 0.3})
+    runs = []
+    for _ in range(2):
+        with FakeTopGateway(faults=plan, seed=42) as gw:
+            _kinds(client, gw, 30)
+            runs.append([r.fault for r in gw.requests])
+    assert runs[0] == runs[1]
+    assert {Fault.HTTP_500, Fault.ISP_ERROR, None} == set(runs[0])
+
+
+def test_bad_settings_are_refused() -> None:
+    """A non-loopback host, rates over 1 and asking for the URL of a stopped gateway raise InvalidConfiguration."""
+    with pytest.raises(InvalidConfiguration, match="loopback"):
+        FakeTopGateway(host="0.0.0.0")
+    with pytest.raises(InvalidConfiguration, match="sum"):
+        FaultPlan.random({Fault.HTTP_500: 0.7, Fault.DROP: 0.7})
+    with pytest.raises(InvalidConfiguration, match="not running"):
+        _ = FakeTopGateway().url
+
+
+async def test_async_mode_and_concurrency() -> None:
+    """In the running loop, hundreds of concurrent requests each take effect exactly once."""
+    events = [change(f"C{i}") for i in range(300)]
+    async with (
+        FakeTopGateway(machine=MACHINE) as gw,
+        httpx2.AsyncClient(limits=httpx2.Limits(max_connections=200)) as c,
+    ):
+
+        async def send(event: LoanChangeEvent) -> bool:
+            params = signed(event)
+            response = await c.post(
+                gw.url, content=encode_form(params).encode(), headers={"Content-Type": CONTENT_TYPE}
+            )
+            return classify(response.status_code, response.content).ok
+
+        results = await asyncio.gather(*(send(e) for e in events))
+        assert all(results)
+        assert set(gw.effects.values()) == {1}
+        assert len(gw.effects) == 300
+        assert "127.0.0.1" in repr(gw)
