@@ -1,0 +1,272 @@
+"""TopNotifier and AsyncTopNotifier against the fake gateway over real loopback sockets."""
+
+from __future__ import annotations
+
+import logging
+import socket
+from datetime import UTC, datetime
+
+import httpx2
+import pytest
+
+from loanstate import (
+    AsyncTopNotifier,
+    DeliveryError,
+    InvalidConfiguration,
+    LoanChangeEvent,
+    PermanentDeliveryError,
+    TopNotifier,
+    TransientDeliveryError,
+    default_machine,
+)
+from loanstate.testing import FakeTopGateway, Fault, FaultPlan
+from loanstate.top import OutcomePolicy
+
+MACHINE = default_machine()
+SECRET = "test-app-secret"
+EVENT = MACHINE.change(
+    loan_apply_no="FI123123121",
+    before="NEW",
+    after="OVERDUE",
+    at=datetime(2024, 1, 1, tzinfo=UTC),
+    institution_loan_no="借据-7",
+)
+
+# fault -> (exception class on the first attempt, whether that attempt took effect)
+FAULTS: dict[Fault, tuple[type[DeliveryError], bool]] = {
+    Fault.HTTP_500: (TransientDeliveryError, False),
+    Fault.HTTP_503: (TransientDeliveryError, False),
+    Fault.TIMEOUT: (TransientDeliveryError, True),
+    Fault.DROP: (TransientDeliveryError, True),
+    Fault.ISP_ERROR: (TransientDeliveryError, False),
+    Fault.RATE_LIMIT: (TransientDeliveryError, False),
+    Fault.MALFORMED: (TransientDeliveryError, True),
+    Fault.ISV_ERROR: (PermanentDeliveryError, False),
+    Fault.BUSINESS_FAILURE: (PermanentDeliveryError, False),
+}
+
+
+def test_success_receipt() -> None:
+    """A delivered event returns the gateway's trace_id and response code, stamped by the clock."""
+    moment = datetime.now(UTC)
+    with FakeTopGateway(machine=MACHINE) as gw, TopNotifier(gw.app_key, SECRET, url=gw.url, clock=lambda: moment) as n:
+        receipt = n.send(EVENT)
+        assert (receipt.request_id, receipt.response_code, receipt.delivered_at) == (
+            EVENT.request_id,
+            "SUCCESS",
+            moment,
+        )
+        assert receipt.trace_id is not None
+        assert receipt.trace_id.startswith("trace-")
+        assert gw.delivered() == [EVENT]
+
+
+@pytest.mark.parametrize("fault", list(FAULTS), ids=[f.value for f in FAULTS])
+def test_every_fault_class_then_a_retry_with_the_same_request_id(fault: Fault) -> None:
+    """Each injected fault raises its documented class; the retry carries the same request_id and lands once."""
+    expected, took_effect = FAULTS[fault]
+    plan = FaultPlan.sequence(fault, hang=1.0, retry_after=4)
+    with FakeTopGateway(faults=plan) as gw, TopNotifier(gw.app_key, SECRET, url=gw.url, timeout=0.3) as notifier:
+        with pytest.raises(expected) as info:
+            notifier.send(EVENT)
+        assert type(info.value) is expected
+        assert info.value.request_id == EVENT.request_id
+        assert gw.effects[EVENT.request_id] == int(took_effect)
+        if fault is Fault.RATE_LIMIT:
+            assert (info.value.code, info.value.retry_after) == ("7", 4.0)
+        if fault is Fault.HTTP_503:
+            assert (info.value.http_status, info.value.retry_after) == (503, 1.0)
+        if fault is Fault.ISP_ERROR:
+            assert (info.value.sub_code or "").startswith("isp.")
+        if fault is Fault.BUSINESS_FAILURE:
+            assert info.value.response_code == "FAKE_BUSINESS_FAILURE"
+            assert info.value.trace_id is not None
+        notifier.send(EVENT)
+        assert {r.params["param_xfd_loan_change_external_request"] for r in gw.requests} == {EVENT.to_top_param()}
+        assert gw.effects == {EVENT.request_id: 1}
+
+
+@pytest.mark.parametrize("fault", list(FAULTS), ids=[f.value for f in FAULTS])
+async def test_async_twin_classifies_faults_alike(fault: Fault) -> None:
+    """The async notifier raises the same class for each fault and its retry lands exactly once."""
+    expected, _ = FAULTS[fault]
+    async with (
+        FakeTopGateway(faults=FaultPlan.sequence(fault, hang=1.0)) as gw,
+        AsyncTopNotifier(gw.app_key, SECRET, url=gw.url, timeout=0.3) as notifier,
+    ):
+        with pytest.raises(expected) as info:
+            await notifier.send(EVENT)
+        assert info.value.request_id == EVENT.request_id
+        receipt = await notifier.send(EVENT)
+        assert receipt.request_id == EVENT.request_id
+        assert gw.effects == {EVENT.request_id: 1}
+
+
+def test_latency_is_not_a_failure() -> None:
+    """Added latency within the timeout still delivers."""
+    with (
+        FakeTopGateway(faults=FaultPlan.sequence(Fault.LATENCY, latency=0.05)) as gw,
+        TopNotifier(gw.app_key, SECRET, url=gw.url) as notifier,
+    ):
+        assert notifier.send(EVENT).response_code == "SUCCESS"
+
+
+@pytest.mark.parametrize("method", ["md5", "hmac", "hmac-sha256"])
+@pytest.mark.parametrize(("fmt", "simplify"), [("json", False), ("json", True), ("xml", False)])
+def test_sign_methods_and_reply_formats(method: str, fmt: str, simplify: bool) -> None:
+    """Every sign method and every reply shape works end to end."""
+    with (
+        FakeTopGateway() as gw,
+        TopNotifier(gw.app_key, SECRET, url=gw.url, sign_method=method, format=fmt, simplify=simplify) as notifier,
+    ):
+        assert notifier.send(EVENT).response_code == "SUCCESS"
+
+
+@pytest.mark.parametrize(
+    ("options", "code"),
+    [
+        ({"app_secret": "wrong-secret"}, "25"),
+        ({"app_key": "wrong-key"}, "29"),
+        ({"clock": lambda: datetime(2020, 1, 1, tzinfo=UTC)}, "31"),
+    ],
+    ids=["secret", "app key", "clock skew"],
+)
+def test_credential_and_clock_errors_are_permanent(options: dict[str, object], code: str) -> None:
+    """A wrong secret, app key or a skewed clock is refused permanently with the platform's code."""
+    with FakeTopGateway() as gw:
+        settings: dict[str, object] = {"app_key": gw.app_key, "app_secret": SECRET, "url": gw.url, **options}
+        with TopNotifier(**settings) as notifier, pytest.raises(PermanentDeliveryError) as info:  # type: ignore[arg-type]
+            notifier.send(EVENT)
+        assert info.value.code == code
+
+
+def test_policy_decides_business_codes() -> None:
+    """A business code the policy calls 'already done' is a success; one it calls retryable is transient."""
+    plan = FaultPlan.sequence(Fault.BUSINESS_FAILURE, repeat=True)
+    with FakeTopGateway(faults=plan) as gw:
+        done = OutcomePolicy(already_done={"FAKE_BUSINESS_FAILURE"})
+        with TopNotifier(gw.app_key, SECRET, url=gw.url, policy=done) as notifier:
+            assert notifier.send(EVENT).response_code == "FAKE_BUSINESS_FAILURE"
+        retry = OutcomePolicy(retryable={"FAKE_BUSINESS_FAILURE"})
+        with (
+            TopNotifier(gw.app_key, SECRET, url=gw.url, policy=retry) as notifier,
+            pytest.raises(TransientDeliveryError),
+        ):
+            notifier.send(EVENT)
+
+
+def test_connection_refused_is_transient() -> None:
+    """Nobody listening on the port is a transient failure."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"http://127.0.0.1:{port}/router/rest"
+    with TopNotifier("k", SECRET, url=url) as notifier, pytest.raises(TransientDeliveryError, match="ConnectError"):
+        notifier.send(EVENT)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://gw.api.taobao.com/router/rest",
+        "http://127.0.0.1:8080/router/rest",
+        "http://localhost/x",
+        "http://[::1]/",
+    ],
+)
+def test_https_or_loopback_urls_are_accepted(url: str) -> None:
+    """HTTPS anywhere, plain HTTP only to loopback addresses."""
+    with TopNotifier("k", SECRET, url=url) as notifier:
+        assert notifier.url == url
+
+
+@pytest.mark.parametrize(
+    "url", ["http://gw.api.taobao.com/router/rest", "http://10.0.0.1/router/rest", "ftp://x/", "https://h/p?a=1"]
+)
+def test_other_urls_are_refused(url: str) -> None:
+    """Plain HTTP to a non-loopback host, other schemes and URLs with a query raise InvalidConfiguration."""
+    with pytest.raises(InvalidConfiguration, match="url"):
+        TopNotifier("k", SECRET, url=url)
+
+
+def test_bad_settings_never_echo_the_secret() -> None:
+    """A blank secret is refused without its value; an unknown sign method or format is named."""
+    with pytest.raises(InvalidConfiguration) as info:
+        TopNotifier("k", "   ", url="https://h/")
+    assert info.value.value == "<hidden>"
+    with pytest.raises(InvalidConfiguration, match="sha1"):
+        TopNotifier("k", SECRET, url="https://h/", sign_method="sha1")
+    with pytest.raises(InvalidConfiguration, match="yaml"):
+        AsyncTopNotifier("k", SECRET, url="https://h/", format="yaml")
+
+
+async def test_secret_and_signatures_never_leak(caplog: pytest.LogCaptureFixture) -> None:
+    """With every logger at DEBUG, no log record, repr, URL or error holds the secret or a signature."""
+    secret = "s3cr3t-密钥-value"
+    moment = datetime.now(UTC)
+    caplog.set_level(logging.DEBUG)
+    leaks: list[str] = []
+    plan = FaultPlan.sequence(Fault.ISV_ERROR, Fault.HTTP_500, Fault.DROP, None)
+    async with FakeTopGateway(app_secret=secret, faults=plan) as gw:
+        sync_notifier = TopNotifier(gw.app_key, secret, url=gw.url, clock=lambda: moment)
+        async with AsyncTopNotifier(gw.app_key, secret, url=gw.url, clock=lambda: moment) as notifier:
+            signatures = {notifier.prepare(EVENT).form["sign"], sync_notifier.prepare(EVENT).form["sign"]}
+            for _ in range(4):
+                try:
+                    await notifier.send(EVENT)
+                except DeliveryError as exc:
+                    leaks += [str(exc), repr(exc), repr(vars(exc))]
+            async with AsyncTopNotifier(gw.app_key, "not-the-secret", url=gw.url) as wrong:
+                with pytest.raises(PermanentDeliveryError) as info:
+                    await wrong.send(EVENT)
+            leaks += [str(info.value), repr(vars(info.value)), repr(wrong)]
+            leaks += [repr(notifier), repr(sync_notifier), repr(notifier.prepare(EVENT)), repr(gw), repr(gw.requests)]
+            leaks += [notifier.prepare(EVENT).query_string()]
+        sync_notifier.close()
+    leaks += [r.getMessage() for r in caplog.records] + [repr(r.__dict__) for r in caplog.records]
+    assert any("request_id" in text for text in leaks)  # the captured material is real
+    for text in leaks:
+        assert secret not in text
+        for signature in signatures:
+            assert signature not in text
+            assert signature.lower() not in text
+
+
+async def test_async_success_and_repr() -> None:
+    """The async notifier delivers and its repr names the app key and URL only."""
+    async with FakeTopGateway(machine=MACHINE) as gw, AsyncTopNotifier(gw.app_key, SECRET, url=gw.url) as notifier:
+        receipt = await notifier.send(EVENT)
+        assert receipt.response_code == "SUCCESS"
+        assert repr(notifier) == f"AsyncTopNotifier(app_key='test-app-key', url={gw.url!r}, sign_method='hmac-sha256')"
+
+
+def test_a_passed_in_client_is_used_and_left_open() -> None:
+    """With client=, requests go through that client and close() leaves it open for its owner."""
+    with FakeTopGateway() as gw, httpx2.Client() as client:
+        notifier = TopNotifier(gw.app_key, SECRET, url=gw.url, client=client)
+        notifier.send(EVENT)
+        notifier.close()
+        assert not client.is_closed
+
+
+def events_for(count: int) -> list[LoanChangeEvent]:
+    return [
+        MACHINE.change(loan_apply_no=f"R{i}", before="NEW", after="SETTLED", at=EVENT.change_time) for i in range(count)
+    ]
+
+
+def test_random_faults_with_retries_land_each_change_once() -> None:
+    """Under seeded random faults of every transient kind, retrying until success applies each change once."""
+    transient = [f for f, (cls, _) in FAULTS.items() if cls is TransientDeliveryError and f is not Fault.TIMEOUT]
+    plan = FaultPlan.random(dict.fromkeys(transient, 0.06))
+    with FakeTopGateway(faults=plan, seed=7) as gw, TopNotifier(gw.app_key, SECRET, url=gw.url, timeout=1.0) as n:
+        for event in events_for(60):
+            for _ in range(50):
+                try:
+                    n.send(event)
+                    break
+                except TransientDeliveryError:
+                    continue
+        assert len(gw.effects) == 60
+        assert set(gw.effects.values()) == {1}
+        assert any(r.fault is not None for r in gw.requests)
