@@ -1,0 +1,96 @@
+"""What every ``loanstate`` command shares: exit statuses, the input error, --debug, consoles."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Final, TypeVar
+
+import click
+
+from loanstate._errors import InvalidDefinition
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from loanstate._machine import LoanMachine
+
+__all__ = [
+    "EXIT_FINDINGS",
+    "EXIT_USAGE",
+    "InputError",
+    "debug_option",
+    "first_line",
+    "load_machine",
+    "stderr",
+    "stdout",
+]
+
+#: Exit status when a command found something (problems, findings, parked loans).
+EXIT_FINDINGS: Final = 1
+#: Exit status for a usage or input error.
+EXIT_USAGE: Final = 2
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class InputError(click.ClickException):
+    """Bad input: one clear line on stderr, exit status 2."""
+
+    exit_code = EXIT_USAGE
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"loanstate: error: {self.format_message()}", err=True)
+
+
+def first_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0]
+
+
+def debug_option(fn: F) -> F:
+    """``--debug`` on a command: show the traceback of an error instead of one line."""
+
+    def remember(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+        if value:
+            os.environ["LOANSTATE_DEBUG"] = "1"
+
+    return click.option(
+        "--debug",
+        is_flag=True,
+        expose_value=False,
+        is_eager=True,
+        callback=remember,
+        help="Show the full traceback of an error.",
+    )(fn)
+
+
+def stdout() -> Console:
+    from rich.console import Console
+
+    return Console(highlight=False, soft_wrap=True)
+
+
+def stderr() -> Console:
+    from rich.console import Console
+
+    return Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def load_machine(path: str | None) -> LoanMachine:
+    """The lifecycle in ``path`` (the shipped default when ``None``); a bad file is an input error."""
+    from loanstate._machine import LoanMachine, default_machine
+
+    if path is None:
+        return default_machine()
+    try:
+        return LoanMachine.from_file(path)
+    except InvalidDefinition as exc:
+        unreadable = [p for p in exc.problems if p.code == "unreadable"]
+        if unreadable:
+            raise InputError(str(unreadable[0])) from exc
+        count = len(exc.problems)
+        noun = "problem" if count == 1 else "problems"
+        raise InputError(
+            f"{path}: invalid lifecycle definition ({count} {noun}; `loanstate check {path}` lists them)"
+        ) from exc
