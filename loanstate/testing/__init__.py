@@ -2,21 +2,30 @@
 
 from __future__ import annotations
 
-from loanstate.testing._definitions import MISTAKES, BrokenDefinition, broken_definitions, definitions
 from loanstate.testing._faults import Fault, FaultPlan
 from loanstate.testing._gateway import FakeTopGateway, GatewayRequest
-from loanstate.testing._histories import ANOMALY_KINDS, AnomalyKind, History, PlantedAnomaly, histories
-from loanstate.testing._strategies import (
-    change_events,
-    change_times,
-    illegal_pairs,
-    legal_pairs,
-    lifecycles,
-    loan_numbers,
-    statuses,
-    texts,
-    timezones,
-)
+
+# The fake gateway needs no Hypothesis (`loanstate demo` and `loanstate gateway`
+# use it on a plain install); the strategies and the stateful base need it
+# (the "test" extra), so without it they are simply absent.
+try:
+    from loanstate.testing._definitions import MISTAKES, BrokenDefinition, broken_definitions, definitions
+    from loanstate.testing._histories import ANOMALY_KINDS, AnomalyKind, History, PlantedAnomaly, histories
+    from loanstate.testing._strategies import (
+        change_events,
+        change_times,
+        illegal_pairs,
+        legal_pairs,
+        lifecycles,
+        loan_numbers,
+        statuses,
+        texts,
+        timezones,
+    )
+except ModuleNotFoundError as _missing:  # pragma: no cover - only without the test extra
+    if _missing.name != "hypothesis":
+        raise
+
 
 __all__ = [
     "ANOMALY_KINDS",
