@@ -1,0 +1,308 @@
+"""Dispatcher and AsyncDispatcher: order per loan, retries, parking, operator actions, leases, graceful stop."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from _durable import FakeClock, assert_delivered_in_order, populate
+
+from loanstate import (
+    AsyncDispatcher,
+    AsyncInMemoryNotifier,
+    CallbackNotifier,
+    Dispatcher,
+    InMemoryNotifier,
+    InvalidEvent,
+    LoanChangeEvent,
+    PermanentDeliveryError,
+    RetryPolicy,
+    SqlStore,
+    TransientDeliveryError,
+    UnknownLoan,
+)
+
+# One try per claim (no in-process sleeps); durable retries after 1-2 s of store time.
+ONE_TRY = RetryPolicy(attempts=1, wait_initial=1.0, wait_jitter=1.0, wait_max=600.0, max_age=timedelta(hours=1))
+HERE = Path(__file__).resolve().parent
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    """A store clock the test moves by hand."""
+    return FakeClock()
+
+
+@pytest.fixture
+def timed_store(db_url: sa.URL, clock: FakeClock) -> Iterator[SqlStore]:
+    """A store on each engine whose clock is the test's FakeClock."""
+    store = SqlStore(db_url, clock=clock)
+    store.create_schema()
+    yield store
+    store.close()
+
+
+def test_delivers_every_event_in_order_per_loan(store: SqlStore) -> None:
+    """All events of many loans are delivered, each loan's strictly in history order, and the report says so."""
+    names = populate(store, loans=40, changes=4)
+    notifier = InMemoryNotifier()
+    report = Dispatcher(store, notifier, concurrency=8).run_once()
+    assert (report.delivered, report.retried, report.parked, report.pending, report.lag) == (160, 0, 0, 0, None)
+    assert len(notifier.sent) == 160
+    assert_delivered_in_order(store, names, notifier.sent)
+    status = store.outbox_status()
+    assert (status.delivered, status.pending, status.leased) == (160, 0, 0)
+    assert all(e.trace_id and e.delivered_at for e in store.outbox_entries())
+
+
+def test_transient_failures_retry_in_process_with_the_same_request_id(store: SqlStore) -> None:
+    """A transient failure is retried (stamina, jittered backoff) with the same request_id until it goes through."""
+    populate(store, loans=1, changes=1)
+    notifier = InMemoryNotifier()
+    notifier.fail_next(2, TransientDeliveryError)
+    policy = RetryPolicy(attempts=3, wait_initial=0.001, wait_jitter=0.001, wait_max=0.01)
+    report = Dispatcher(store, notifier, retry=policy).run_once()
+    assert (report.delivered, report.retried) == (1, 0)
+    assert len({e.request_id for e in notifier.attempts}) == 1
+    assert len(notifier.attempts) == 3
+    assert store.outbox_entries()[0].attempts == 3
+
+
+def test_durable_retry_waits_its_backoff_and_holds_the_loan(timed_store: SqlStore, clock: FakeClock) -> None:
+    """After the in-process tries, the event is rescheduled with backoff; the loan's next event waits for it."""
+    populate(timed_store, loans=2, changes=2)
+    notifier = InMemoryNotifier()
+    notifier.fail_when(lambda e: e.loan_apply_no == "FI00000", TransientDeliveryError)
+    dispatcher = Dispatcher(timed_store, notifier, retry=ONE_TRY)
+    report = dispatcher.run_once()
+    assert (report.delivered, report.retried, report.pending) == (2, 1, 2)
+    head, waiting = timed_store.outbox_entries("FI00000")
+    assert (head.state, waiting.state) == ("pending", "pending")
+    assert timedelta(seconds=1) <= head.next_attempt_at - clock.now <= timedelta(seconds=2)
+    assert "TransientDeliveryError" in (head.last_error or "")
+    assert dispatcher.run_once().delivered == 0  # not due yet
+    notifier.clear_failures()
+    clock.advance(2)
+    assert dispatcher.run_once().delivered == 2
+    assert_delivered_in_order(timed_store, ["FI00000", "FI00001"], notifier.sent)
+
+
+def test_backoff_doubles_up_to_its_cap() -> None:
+    """RetryPolicy.backoff grows as wait_initial * 2**(n-1) plus jitter, never above wait_max."""
+    policy = RetryPolicy(wait_initial=1.0, wait_jitter=0.5, wait_max=600.0)
+    for n, base in ((1, 1.0), (2, 2.0), (5, 16.0)):
+        assert base <= policy.backoff(n) <= base + 0.5
+    assert policy.backoff(40) == 600.0
+
+
+def test_permanent_failure_parks_the_loan_and_an_operator_retries_it(store: SqlStore) -> None:
+    """A permanent failure parks that loan (its later events wait, others go on) until an operator retries it."""
+    names = populate(store, loans=3, changes=3)
+    notifier = InMemoryNotifier()
+    notifier.fail_when(lambda e: e.loan_apply_no == "FI00001" and e.after_status == "NEW", PermanentDeliveryError)
+    dispatcher = Dispatcher(store, notifier, retry=ONE_TRY)
+    report = dispatcher.run_once()
+    assert (report.delivered, report.parked, report.pending) == (7, 1, 1)
+    status = store.outbox_status()
+    [parked] = status.parked_loans
+    assert (parked.loan_apply_no, parked.sequence, parked.waiting) == ("FI00001", 2, 1)
+    assert "PermanentDeliveryError" in (parked.last_error or "")
+    assert dispatcher.run_once().delivered == 0  # parked stays parked
+    notifier.clear_failures()
+    assert store.retry("FI00001") == 1
+    assert store.retry("FI00001") == 0
+    assert dispatcher.run_once().delivered == 2
+    assert_delivered_in_order(store, names, notifier.sent)
+    with pytest.raises(UnknownLoan):
+        store.retry("GHOST")
+
+
+def test_an_operator_skips_a_parked_event_and_the_loan_goes_on(store: SqlStore) -> None:
+    """skip(request_id) sets the parked event aside for good; the loan's later events are delivered."""
+    populate(store, loans=1, changes=3)
+    notifier = InMemoryNotifier()
+    notifier.fail_next(1, PermanentDeliveryError)
+    dispatcher = Dispatcher(store, notifier, retry=ONE_TRY)
+    dispatcher.run_once()
+    parked = store.outbox_status().parked_loans[0]
+    skipped = store.skip(parked.request_id)
+    assert skipped.request_id == parked.request_id
+    assert dispatcher.run_once().delivered == 2
+    states = [e.state for e in store.outbox_entries("FI00000")]
+    assert states == ["skipped", "delivered", "delivered"]
+    with pytest.raises(InvalidEvent, match="already delivered"):
+        store.skip(store.outbox_entries("FI00000")[1].request_id)
+    with pytest.raises(InvalidEvent, match="no event"):
+        store.skip("no-such-request-id")
+
+
+def test_a_loan_failing_past_max_age_is_parked(timed_store: SqlStore, clock: FakeClock) -> None:
+    """Transient failures that outlast RetryPolicy.max_age park the loan for an operator."""
+    populate(timed_store, loans=1, changes=1)
+    notifier = InMemoryNotifier()
+    notifier.fail_when(lambda e: True, TransientDeliveryError)
+    dispatcher = Dispatcher(timed_store, notifier, retry=ONE_TRY)
+    parked = 0
+    for _ in range(20):
+        parked += dispatcher.run_once().parked
+        clock.advance(600)
+    assert parked == 1
+    [entry] = timed_store.outbox_entries()
+    assert entry.state == "parked"
+    assert "max_age" in (entry.last_error or "")
+
+
+def test_a_crashed_workers_leases_expire_and_another_takes_over(timed_store: SqlStore, clock: FakeClock) -> None:
+    """Events a dead worker claimed are untouchable until its lease expires, then another worker delivers them."""
+    names = populate(timed_store, loans=5, changes=2)
+    claimed = timed_store.outbox.claim("dead-worker", limit=3, lease=timedelta(seconds=30))
+    assert len(claimed) == 3
+    notifier = InMemoryNotifier()
+    dispatcher = Dispatcher(timed_store, notifier, lease=timedelta(seconds=30))
+    assert dispatcher.run_once().delivered == 4  # two loans free, two events each
+    clock.advance(31)
+    assert dispatcher.run_once().delivered == 6
+    assert_delivered_in_order(timed_store, names, notifier.sent)
+
+
+def test_a_restart_under_the_same_worker_id_takes_its_leases_over_at_once(timed_store: SqlStore) -> None:
+    """A worker restarted under its predecessor's worker_id releases that predecessor's leases immediately."""
+    populate(timed_store, loans=3, changes=1)
+    timed_store.outbox.claim("worker-7", limit=3, lease=timedelta(hours=1))
+    notifier = InMemoryNotifier()
+    assert Dispatcher(timed_store, notifier, worker_id="worker-7").run_once().delivered == 3
+
+
+def test_many_loans_are_in_flight_at_once(store: SqlStore) -> None:
+    """With concurrency=4, four different loans' deliveries run at the same time."""
+    populate(store, loans=8, changes=1)
+    barrier = threading.Barrier(4, timeout=30)
+
+    def meet(event: LoanChangeEvent) -> None:
+        try:
+            barrier.wait()
+        except threading.BrokenBarrierError:
+            raise PermanentDeliveryError("fewer than four deliveries in flight") from None
+
+    report = Dispatcher(store, CallbackNotifier(meet), concurrency=4, retry=ONE_TRY).run_once()
+    assert (report.delivered, report.parked) == (8, 0)
+
+
+def test_hooks_see_every_outcome_after_it_is_committed(store: SqlStore) -> None:
+    """on_delivered, on_retry and on_parked are called once per outcome, after the outbox recorded it."""
+    populate(store, loans=3, changes=1)
+    notifier = InMemoryNotifier()
+    notifier.fail_when(lambda e: e.loan_apply_no == "FI00001", TransientDeliveryError)
+    notifier.fail_when(lambda e: e.loan_apply_no == "FI00002", PermanentDeliveryError)
+    seen: list[tuple[str, str, str]] = []
+
+    def delivered(event: LoanChangeEvent, receipt: object) -> None:
+        [entry] = store.outbox_entries(event.loan_apply_no)
+        seen.append(("delivered", event.loan_apply_no, entry.state))
+
+    dispatcher = Dispatcher(
+        store,
+        notifier,
+        retry=ONE_TRY,
+        on_delivered=delivered,
+        on_retry=lambda e, err: seen.append(("retry", e.loan_apply_no, type(err).__name__)),
+        on_parked=lambda e, err: seen.append(("parked", e.loan_apply_no, type(err).__name__)),
+    )
+    dispatcher.run_once()
+    assert sorted(seen) == [
+        ("delivered", "FI00000", "delivered"),
+        ("parked", "FI00002", "PermanentDeliveryError"),
+        ("retry", "FI00001", "TransientDeliveryError"),
+    ]
+
+
+def test_a_notifier_bug_is_retried_not_lost(timed_store: SqlStore) -> None:
+    """An exception that is not a DeliveryError is logged and the event rescheduled, never dropped."""
+    populate(timed_store, loans=1, changes=1)
+
+    def broken(event: LoanChangeEvent) -> None:
+        raise KeyError("oops")
+
+    report = Dispatcher(timed_store, CallbackNotifier(broken), retry=ONE_TRY).run_once()
+    assert (report.delivered, report.retried, report.pending) == (0, 1, 1)
+    assert "KeyError" in (timed_store.outbox_entries()[0].last_error or "")
+
+
+def test_run_forever_stops_when_asked_and_holds_no_lease(store: SqlStore) -> None:
+    """run_forever(stop) delivers what arrives while it runs, and on stop returns with every lease released."""
+    names = populate(store, loans=5, changes=1)
+    notifier = InMemoryNotifier()
+    stop = threading.Event()
+    dispatcher = Dispatcher(store, notifier, poll_interval=0.05)
+    runner = threading.Thread(target=dispatcher.run_forever, args=(stop,))
+    runner.start()
+    more = populate(store, loans=3, changes=2, prefix="LATE")
+    while len(notifier.sent) < 11:
+        stop.wait(0.05)
+    stop.set()
+    runner.join(30)
+    assert not runner.is_alive()
+    assert store.outbox_status().leased == 0
+    assert_delivered_in_order(store, names + more, notifier.sent)
+
+
+def test_sigterm_stops_a_dispatcher_process_gracefully(tmp_path: Path) -> None:
+    """SIGTERM: the process stops claiming, finishes in-flight deliveries, releases its leases and exits 0."""
+    url = f"sqlite:///{tmp_path / 'outbox.db'}"
+    store = SqlStore(url)
+    store.create_schema()
+    populate(store, loans=200, changes=1)
+    process = subprocess.Popen(
+        [sys.executable, str(HERE / "_worker.py"), "serve-slow", url],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(HERE.parent)},
+    )
+    assert process.stdout is not None
+    assert process.stdout.readline().strip() == "delivering"
+    process.send_signal(signal.SIGTERM)
+    out, _ = process.communicate(timeout=60)
+    assert process.returncode == 0, out
+    status = store.outbox_status()
+    assert status.leased == 0
+    assert 0 < status.delivered < 200
+    assert status.delivered + status.pending == 200
+    assert f"delivered={status.delivered}" in out
+    store.close()
+
+
+async def test_async_dispatcher_has_the_same_guarantees(store: SqlStore) -> None:
+    """The asyncio twin delivers in order per loan, retries, parks, and reports the same way."""
+    names = populate(store, loans=20, changes=3)
+    notifier = AsyncInMemoryNotifier()
+    notifier.fail_next(3, TransientDeliveryError)
+    notifier.fail_when(lambda e: e.loan_apply_no == "FI00007" and e.after_status == "NEW", PermanentDeliveryError)
+    policy = RetryPolicy(attempts=5, wait_initial=0.001, wait_jitter=0.001, wait_max=0.01)
+    report = await AsyncDispatcher(store, notifier, concurrency=6, retry=policy).run_once()
+    assert (report.delivered, report.parked, report.pending) == (58, 1, 1)
+    notifier.clear_failures()
+    assert store.retry("FI00007") == 1
+    assert (await AsyncDispatcher(store, notifier).run_once()).delivered == 2
+    assert_delivered_in_order(store, names, notifier.sent)
+
+
+async def test_async_run_forever_stops_on_its_event(store: SqlStore) -> None:
+    """AsyncDispatcher.run_forever(stop) returns once stop is set, leases released."""
+    populate(store, loans=4, changes=1)
+    notifier = AsyncInMemoryNotifier()
+    stop = asyncio.Event()
+    task = asyncio.create_task(AsyncDispatcher(store, notifier, poll_interval=0.05).run_forever(stop))
+    while len(notifier.sent) < 4:
+        await asyncio.sleep(0.02)
+    stop.set()
+    report = await asyncio.wait_for(task, 30)
+    assert (report.delivered, report.pending) == (4, 0)
