@@ -176,10 +176,54 @@ def _break(draw: st.DrawFn, record: dict[str, str]) -> tuple[dict[str, str], str
     return broken, f"request_id {broken['request_id']!r} is not 1-64 characters of [A-Za-z0-9_-]"
 
 
+def _has_illegal_exit(machine: LoanMachine, status: str) -> bool:
+    return any(s != status and not machine.is_legal(status, s) for s in machine.statuses)
+
+
+def _steer(draw: st.DrawFn, machine: LoanMachine, prefix: list[LoanChangeEvent]) -> None:
+    """Extend ``prefix`` along legal changes to the nearest status that has an illegal exit, if any."""
+    start = prefix[-1].after_status
+    came_from: dict[str, str] = {start: start}
+    frontier = [start]
+    while frontier and not _has_illegal_exit(machine, frontier[0]):
+        status = frontier.pop(0)
+        for after in sorted(machine.allowed(status)):
+            if after not in came_from:
+                came_from[after] = status
+                frontier.append(after)
+    if not frontier:
+        return
+    path = [frontier[0]]
+    while path[-1] != start:
+        path.append(came_from[path[-1]])
+    for after in reversed(path[:-1]):
+        last = prefix[-1]
+        at = (last.change_time + draw(_GAPS)).astimezone(draw(timezones()))
+        try:
+            prefix.append(
+                machine.change(
+                    loan_apply_no=last.loan_apply_no,
+                    before=last.after_status,
+                    after=after,
+                    at=at,
+                    customer_id=last.customer_id,
+                    institution_loan_no=last.institution_loan_no,
+                )
+            )
+        except IllegalTransition:  # a guard refused: plant from where the loan is
+            return
+
+
 def _plant(
     draw: st.DrawFn, machine: LoanMachine, kind: AnomalyKind, prefix: list[LoanChangeEvent]
 ) -> tuple[dict[str, str], str] | None:
-    """The planted record that follows ``prefix`` (one loan), and a description; ``None`` if impossible."""
+    """The planted record that follows ``prefix`` (one loan), and a description; ``None`` if impossible.
+
+    For an illegal pair, ``prefix`` may first be extended with legal changes
+    to a status from which some change is illegal.
+    """
+    if kind == "illegal-pair":
+        _steer(draw, machine, prefix)
     last = prefix[-1]
     loan, status = last.loan_apply_no, last.after_status
     later = (last.change_time + draw(_GAPS)).astimezone(draw(timezones()))
@@ -254,11 +298,10 @@ def histories(
             institution_loan_no=draw(st.none() | texts()),
             avoid_dead_end=kind is not None,
         )
+        planted = _plant(draw, m, kind, prefix) if kind is not None and prefix else None
         rows: list[tuple[dict[str, str], AnomalyKind | None, str]] = [(e.to_dict(), None, "") for e in prefix]
-        if kind is not None and prefix:
-            planted = _plant(draw, m, kind, prefix)
-            if planted is not None:
-                rows.append((planted[0], kind, planted[1]))
+        if planted is not None and kind is not None:
+            rows.append((planted[0], kind, planted[1]))
         if rows:
             per_loan.append(rows)
 

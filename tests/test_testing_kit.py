@@ -1,0 +1,266 @@
+"""loanstate.testing: the strategies keep their promises, and the stateful base catches a planted bug."""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+from collections.abc import Sequence
+from datetime import datetime
+
+import pytest
+from example_servicing.eager_loan_book import EagerLoanBook
+from example_servicing.loan_book import LoanBook
+from hypothesis import HealthCheck, find, given, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import run_state_machine_as_test
+from strategies import (
+    broken_definitions,
+    change_events,
+    definitions,
+    histories,
+    illegal_pairs,
+    legal_pairs,
+    lifecycles,
+    machines,
+    statuses,
+)
+
+from loanstate import IllegalTransition, InvalidDefinition, LoanChangeEvent, LoanMachine, default_machine
+from loanstate._audit import HistoryAudit
+from loanstate.notifiers import InMemoryNotifier
+from loanstate.testing import ANOMALY_KINDS, AnomalyKind, History, LoanLifecycleStateMachine, ServicingAdapter
+
+# -- strategies ---------------------------------------------------------------
+
+
+@given(machines(), st.data())
+def test_pairs_partition_the_known_statuses(machine: LoanMachine, data: st.DataObject) -> None:
+    """statuses() are declared, legal_pairs() legal, illegal_pairs() known but not legal."""
+    assert data.draw(statuses(machine)) in machine.statuses
+    if any(machine.allowed(s) for s in machine.statuses):
+        before, after = data.draw(legal_pairs(machine))
+        assert machine.is_legal(before, after)
+    before, after = data.draw(illegal_pairs(machine))
+    assert {before, after} <= machine.statuses
+    assert not machine.is_legal(before, after)
+
+
+@given(illegal_pairs())
+def test_illegal_pairs_are_refused_by_the_machine(pair: tuple[str, str]) -> None:
+    """Every illegal pair makes LoanMachine.change raise IllegalTransition."""
+    with pytest.raises(IllegalTransition):
+        default_machine().change(loan_apply_no="L1", before=pair[0], after=pair[1], at=datetime.now().astimezone())
+
+
+def test_illegal_pairs_include_same_status_pairs() -> None:
+    """A same-status pair is among the illegal pairs (a change must change)."""
+    assert find(illegal_pairs(), lambda pair: pair[0] == pair[1]) is not None
+
+
+def _assert_legal_path(machine: LoanMachine, events: Sequence[LoanChangeEvent]) -> None:
+    status = machine.initial
+    for previous, event in zip([None, *events], events, strict=False):
+        assert event.before_status == status
+        assert machine.is_legal(status, event.after_status)
+        assert event.change_time.utcoffset() is not None
+        if previous is not None:
+            assert event.change_time > previous.change_time
+            assert event.loan_apply_no == previous.loan_apply_no
+        status = event.after_status
+
+
+@given(machines(), st.data())
+def test_lifecycles_are_legal_paths_in_increasing_time(machine: LoanMachine, data: st.DataObject) -> None:
+    """lifecycles() start at the initial status, follow legal pairs, and move forward in time."""
+    _assert_legal_path(machine, data.draw(lifecycles(machine)))
+
+
+@given(lifecycles(min_size=4, max_size=6))
+def test_lifecycles_reach_min_size_when_the_lifecycle_allows(events: list[LoanChangeEvent]) -> None:
+    """With the default lifecycle (which never has to stop), a path has at least min_size changes."""
+    assert 4 <= len(events) <= 6
+
+
+@given(machines(), st.data())
+def test_change_events_are_valid_and_round_trip(machine: LoanMachine, data: st.DataObject) -> None:
+    """change_events() are legal for their machine and survive to_dict/from_dict and to_top_param."""
+    if not any(machine.allowed(s) for s in machine.statuses):
+        return  # a lifecycle with no change at all has no events to draw
+    event = data.draw(change_events(machine))
+    assert machine.is_legal(event.before_status, event.after_status)
+    assert LoanChangeEvent.from_dict(event.to_dict(), machine=machine) == event
+    assert json.loads(event.to_top_param())["loan_apply_no"] == event.loan_apply_no
+
+
+@given(histories(loans=(2, 6)))
+def test_clean_histories_are_interleaved_legal_chains(history: History) -> None:
+    """Without anomalies every loan's records form a legal chain and every request_id is unique."""
+    events = history.events()
+    assert len(events) == len(history.records)
+    assert len({e.request_id for e in events}) == len(events)
+    machine = default_machine()
+    for loan in history.loans():
+        _assert_legal_path(machine, [e for e in events if e.loan_apply_no == loan])
+
+
+@settings(suppress_health_check=[HealthCheck.too_slow])
+@given(histories(anomalies=True))
+def test_planted_anomalies_are_exactly_what_the_audit_finds(history: History) -> None:
+    """The audit engine reports each planted record, with its kind, and nothing else."""
+    found = sorted((f.line - 1, f.kind) for f in HistoryAudit.of_records(list(history.records)).findings())
+    assert found == sorted((a.index, a.kind) for a in history.anomalies)
+
+
+@settings(suppress_health_check=[HealthCheck.too_slow])
+@given(machines(), st.data())
+def test_planted_anomalies_hold_for_any_lifecycle(machine: LoanMachine, data: st.DataObject) -> None:
+    """Anomalies planted for a random lifecycle are exactly what the audit finds with that lifecycle."""
+    history = data.draw(histories(machine, anomalies=True))
+    findings = HistoryAudit.of_records(list(history.records), machine=machine).findings()
+    assert sorted((f.line - 1, f.kind) for f in findings) == sorted((a.index, a.kind) for a in history.anomalies)
+
+
+@pytest.mark.parametrize("kind", ANOMALY_KINDS)
+@settings(max_examples=10)
+@given(data=st.data())
+def test_every_anomaly_kind_is_planted(kind: AnomalyKind, data: st.DataObject) -> None:
+    """With the default lifecycle, histories(kinds=(k,)) always plants kind k, and no other kind."""
+    history = data.draw(histories(anomalies=True, kinds=(kind,)))
+    assert {a.kind for a in history.anomalies} == {kind}
+    for anomaly in history.anomalies:
+        loan_records = [r for r in history.records if r.get("loan_apply_no") == anomaly.loan_apply_no]
+        assert loan_records[-1] is history.records[anomaly.index] or kind == "malformed"
+
+
+@given(definitions())
+def test_definitions_build_machines(data: dict[str, object]) -> None:
+    """definitions() are accepted by LoanMachine.from_dict and pass the static checks."""
+    machine = LoanMachine.from_dict(data)
+    assert machine.check() == []
+    assert LoanMachine.problems_in_dict(data) == []
+
+
+@given(broken_definitions())
+def test_broken_definitions_report_exactly_their_codes(broken: object) -> None:
+    """The static checks report exactly the codes broken_definitions() predicts."""
+    from loanstate.testing import BrokenDefinition
+
+    assert isinstance(broken, BrokenDefinition)
+    codes = sorted(p.code for p in LoanMachine.problems_in_dict(broken.data))
+    assert tuple(codes) == broken.codes, broken.mistakes
+    with pytest.raises(InvalidDefinition):
+        LoanMachine.from_dict(broken.data)
+
+
+@given(definitions(valid=False))
+def test_definitions_valid_false_are_refused(data: dict[str, object]) -> None:
+    """definitions(valid=False) never builds a machine."""
+    with pytest.raises(InvalidDefinition):
+        LoanMachine.from_dict(data)
+
+
+# -- the stateful base and the worked example ------------------------------------
+
+
+class LoanBookAdapter:
+    """Connects the kit to the example loan book: SQLite in memory, an InMemoryNotifier."""
+
+    def __init__(self, book_class: type[LoanBook], machine: LoanMachine | None = None) -> None:
+        self.notifier = InMemoryNotifier()
+        self.book = book_class(sqlite3.connect(":memory:"), self.notifier, machine)
+
+    def open_loan(self, loan_apply_no: str, *, at: datetime) -> None:
+        self.book.open(loan_apply_no, at=at)
+
+    def change(self, loan_apply_no: str, *, after: str, at: datetime) -> object:
+        return self.book.change(loan_apply_no, after=after, at=at)
+
+    def status(self, loan_apply_no: str) -> str:
+        return self.book.status(loan_apply_no)
+
+    def notified(self) -> Sequence[LoanChangeEvent]:
+        return self.notifier.sent
+
+    def close(self) -> None:
+        self.book.db.close()
+
+
+class LoanBookLifecycle(LoanLifecycleStateMachine):
+    """The fixed loan book under the kit."""
+
+    def make_adapter(self) -> ServicingAdapter:
+        return LoanBookAdapter(LoanBook)
+
+
+class EagerLoanBookLifecycle(LoanLifecycleStateMachine):
+    """The loan book with the planted bug under the kit."""
+
+    def make_adapter(self) -> ServicingAdapter:
+        return LoanBookAdapter(EagerLoanBook)
+
+
+def test_adapter_satisfies_the_protocol() -> None:
+    """The example adapter is a ServicingAdapter (runtime-checkable protocol)."""
+    adapter = LoanBookAdapter(LoanBook)
+    try:
+        assert isinstance(adapter, ServicingAdapter)
+    finally:
+        adapter.close()
+
+
+def test_the_fixed_loan_book_passes() -> None:
+    """The correct loan book agrees with the model through random legal and illegal changes."""
+    run_state_machine_as_test(LoanBookLifecycle, settings=settings(stateful_step_count=25))
+
+
+def _steps(notes: Sequence[str]) -> list[str]:
+    """The rule calls of a shrunk counterexample (not the invariant checks or teardown)."""
+    invariants = {"statuses_agree", "notified_exactly_the_legal_changes_in_order", "teardown"}
+    calls = re.findall(r"state\.(\w+)\(", "\n".join(notes))
+    return [c for c in calls if c not in invariants]
+
+
+def test_the_planted_bug_is_found_and_shrunk() -> None:
+    """Notifying before the commit is caught, and the counterexample shrinks to at most three steps."""
+    with pytest.raises(
+        AssertionError, match=r"notified \[NEW -> .*\], but the legal changes made were nothing"
+    ) as info:
+        run_state_machine_as_test(EagerLoanBookLifecycle, settings=settings(database=None, max_examples=200))
+    steps = _steps(getattr(info.value, "__notes__", []))
+    assert steps[0] == "open_loan"
+    assert 2 <= len(steps) <= 3, steps
+
+
+def test_the_base_asks_for_an_adapter() -> None:
+    """Forgetting make_adapter() says what to override."""
+
+    class Forgetful(LoanLifecycleStateMachine):
+        pass
+
+    with pytest.raises(NotImplementedError, match="make_adapter"):
+        Forgetful()
+
+
+class OwnLifecycle(LoanLifecycleStateMachine):
+    """The kit drives a team's own lifecycle: statuses are drawn from it."""
+
+    loan_machine = LoanMachine.from_dict(
+        {
+            "lifecycle": {"initial": "ACTIVE", "terminal": ["CLOSED"]},
+            "statuses": ["ACTIVE", "LATE", "CLOSED"],
+            "transitions": [
+                {"before": "ACTIVE", "after": "LATE"},
+                {"before": "LATE", "after": "ACTIVE"},
+                {"before": ["ACTIVE", "LATE"], "after": "CLOSED"},
+            ],
+        }
+    )
+
+    def make_adapter(self) -> ServicingAdapter:
+        return LoanBookAdapter(LoanBook, self.loan_machine)
+
+
+def test_a_custom_lifecycle_is_driven() -> None:
+    """With loan_machine set, the fixed loan book passes against that lifecycle."""
+    run_state_machine_as_test(OwnLifecycle, settings=settings(max_examples=20, stateful_step_count=20))
