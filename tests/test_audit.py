@@ -1,0 +1,259 @@
+"""The audit engine (``loanstate._audit``), in process: properties against planted histories, then examples."""
+
+from __future__ import annotations
+
+import codecs
+import json
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from loanstate import AuditFinding, HistoryAudit, LoanMachine, UnreadableInput, default_machine
+from loanstate._audit import MAX_RECORD_BYTES
+from loanstate.testing import History, histories
+
+CLEAN = histories(loans=(1, 12))
+PLANTED = histories(loans=(1, 12), anomalies=True)
+
+
+def found(audit: HistoryAudit) -> list[AuditFinding]:
+    """Run the audit to the end and return its findings."""
+    return list(audit.findings())
+
+
+def planted(history: History, offset: int) -> set[tuple[int, str]]:
+    """(line, kind) of every planted anomaly, when record ``i`` sits on line ``i + offset``."""
+    return {(a.index + offset, a.kind) for a in history.anomalies}
+
+
+@pytest.fixture
+def scratch() -> Iterator[Path]:
+    """A private directory (tmp_path does not mix with Hypothesis' repeated examples)."""
+    with tempfile.TemporaryDirectory(prefix="loanstate-audit-") as name:
+        yield Path(name)
+
+
+def write(directory: Path, name: str, data: str | bytes) -> Path:
+    path = directory / name
+    path.write_bytes(data.encode("utf-8") if isinstance(data, str) else data)
+    return path
+
+
+# -- properties ---------------------------------------------------------------------
+
+
+@given(CLEAN)
+def test_clean_history_has_no_findings(history: History) -> None:
+    """Interleaved legal lifecycles produce no finding, and the summary counts records and loans."""
+    audit = HistoryAudit.of_records(history.records)
+    assert found(audit) == []
+    assert audit.summary is not None
+    assert audit.summary.clean
+    assert audit.summary.records == len(history.records)
+    assert audit.summary.loans == len(history.loans())
+
+
+@given(PLANTED)
+def test_every_planted_anomaly_is_found_exactly(history: History) -> None:
+    """Each planted record is reported once, with its kind and position, and nothing else is."""
+    audit = HistoryAudit.of_records(history.records)
+    findings = found(audit)
+    assert {(f.line, f.kind) for f in findings} == planted(history, 1)
+    assert len(findings) == len(history.anomalies)
+    assert audit.summary is not None
+    assert audit.summary.findings == len(findings)
+
+
+@settings(max_examples=15)
+@given(history=PLANTED, crlf=st.booleans(), bom=st.booleans())
+def test_jsonl_file_gives_the_same_findings_with_line_numbers(history: History, crlf: bool, bom: bool) -> None:
+    """A JSON Lines file (CRLF or not, BOM or not) gives the planted findings at record index + 1."""
+    text = history.to_jsonl()
+    if crlf:
+        text = text.replace("\n", "\r\n")
+    data = (codecs.BOM_UTF8 if bom else b"") + text.encode("utf-8")
+    with tempfile.TemporaryDirectory() as name:
+        path = write(Path(name), "history.jsonl", data)
+        findings = found(HistoryAudit.of_file(path))
+    assert {(f.line, f.kind) for f in findings} == planted(history, 1)
+
+
+@settings(max_examples=15)
+@given(history=PLANTED, encoding=st.sampled_from(["utf-8", "gbk"]))
+def test_csv_file_gives_the_same_findings_with_line_numbers(history: History, encoding: str) -> None:
+    """A CSV file (UTF-8 or GBK) gives the planted findings at record index + 2 (after the header)."""
+    text = history.to_csv()
+    try:
+        data = text.encode(encoding)
+    except UnicodeEncodeError:
+        data = text.encode("utf-8")
+        encoding = "utf-8"
+    with tempfile.TemporaryDirectory() as name:
+        path = write(Path(name), "history.csv", data)
+        findings = found(HistoryAudit.of_file(path, encoding=encoding))
+    # A CSV cell cannot be absent and empty at once, nor hold a non-string: the
+    # planted kinds still come out, on the same lines.
+    assert {(f.line, f.kind) for f in findings} == planted(history, 2)
+
+
+@settings(max_examples=20)
+@given(histories(loans=(10, 40), anomalies=True))
+def test_bloom_false_positives_never_reach_the_report(history: History) -> None:
+    """With a tiny filter nearly every request_id is a candidate; the confirming pass keeps only real duplicates."""
+    audit = HistoryAudit.of_records(history.records, bloom_bits=1024)
+    assert {(f.line, f.kind) for f in found(audit)} == planted(history, 1)
+
+
+@settings(max_examples=10)
+@given(histories(loans=(10, 40), anomalies=True, kinds=("duplicate-request-id",)))
+def test_tiny_filter_on_a_file_confirms_by_search_or_by_rereading(history: History) -> None:
+    """Both confirming strategies (byte search for few candidates, a full re-read for many) agree."""
+    with tempfile.TemporaryDirectory() as name:
+        path = write(Path(name), "history.jsonl", history.to_jsonl())
+        small = found(HistoryAudit.of_file(path, bloom_bits=1024))
+        large = found(HistoryAudit.of_file(path))
+    expected = planted(history, 1)
+    assert {(f.line, f.kind) for f in small} == expected
+    assert {(f.line, f.kind) for f in large} == expected
+
+
+# -- examples a reader should see ----------------------------------------------------
+
+RECORD = {
+    "loan_apply_no": "FI1",
+    "before_status": "NEW",
+    "after_status": "OVERDUE",
+    "change_time": "2024-01-01T08:00:00+08:00",
+    "request_id": "r1",
+}
+
+
+def test_every_kind_of_finding_in_one_small_file(scratch: Path) -> None:
+    """One file, every kind: the report names each, in file order, duplicates confirmed last."""
+    lines = [
+        json.dumps(RECORD),
+        "{not json",
+        json.dumps({**RECORD, "before_status": "OVERDUE", "after_status": "SETTLED", "request_id": "r2"}),
+        json.dumps({**RECORD, "loan_apply_no": "FI2", "after_status": "LATE", "request_id": "r3"}),
+        json.dumps({**RECORD, "loan_apply_no": "FI3", "before_status": "INVALID", "after_status": "NEW"}),
+        json.dumps({**RECORD, "before_status": "NEW", "change_time": "2023-01-01T00:00:00Z", "request_id": "r4"}),
+    ]
+    path = write(scratch, "history.jsonl", "\n".join(lines) + "\n\n")
+    audit = HistoryAudit.of_file(path)
+    findings = found(audit)
+    assert [(f.line, f.kind) for f in findings] == [
+        (2, "malformed"),
+        (4, "unknown-status"),
+        (5, "illegal-pair"),
+        (6, "chain-break"),
+        (6, "time-backwards"),
+        (5, "duplicate-request-id"),
+    ]
+    assert "already used at line 1" in findings[-1].message
+    assert audit.summary is not None
+    assert audit.summary.records == 6
+    assert audit.summary.loans == 3
+
+
+def test_malformed_record_names_every_bad_field() -> None:
+    """A record with several bad fields gets one finding that names each of them."""
+    record = {"loan_apply_no": " ", "before_status": "NEW", "after_status": "OVERDUE", "change_time": "2024-01-01"}
+    (finding,) = found(HistoryAudit.of_records([record]))
+    assert finding.kind == "malformed"
+    for field in ("loan_apply_no", "change_time", "request_id"):
+        assert field in finding.message
+
+
+def test_other_lifecycle_decides_what_is_legal() -> None:
+    """With another machine, its statuses and pairs are the yardstick."""
+    machine = LoanMachine.from_dict(
+        {
+            "lifecycle": {"initial": "OPEN", "terminal": ["CLOSED"]},
+            "statuses": {"OPEN": "open", "CLOSED": "closed"},
+            "transitions": [{"before": "OPEN", "after": "CLOSED"}],
+        }
+    )
+    records = [{**RECORD, "before_status": "OPEN", "after_status": "CLOSED"}, {**RECORD, "request_id": "r9"}]
+    findings = found(HistoryAudit.of_records(records, machine=machine))
+    assert [(f.line, f.kind) for f in findings] == [(2, "unknown-status")]
+
+
+def test_gbk_csv_with_quoted_newline_keeps_line_numbers(scratch: Path) -> None:
+    """GBK input is read with its encoding; a quoted newline (in a column the audit ignores) shifts nothing."""
+    header = "loan_apply_no,before_status,after_status,change_time,request_id,customer_id,note\r\n"
+    rows = [
+        'FI1,NEW,OVERDUE,2024-01-01T08:00:00+08:00,r1,客户一,"逾期\n一天"\r\n',
+        "FI1,OVERDUE,INVALID,2024-01-02T08:00:00+08:00,r2,,\r\n",
+    ]
+    path = write(scratch, "history.csv", (header + "".join(rows)).encode("gbk"))
+    findings = found(HistoryAudit.of_file(path, encoding="gbk"))
+    assert [(f.line, f.kind) for f in findings] == [(4, "illegal-pair")]
+    with pytest.raises(UnreadableInput, match="--encoding gbk"):
+        HistoryAudit.of_file(path)
+
+
+def test_overlong_line_is_malformed_and_never_held_whole(scratch: Path) -> None:
+    """A line longer than the record limit is one malformed finding; the lines around it still count."""
+    path = scratch / "history.jsonl"
+    with path.open("wb") as f:
+        f.write(json.dumps(RECORD).encode() + b"\n")
+        f.write(b'{"x": "' + b"a" * (3 * MAX_RECORD_BYTES) + b'"}\n')
+        f.write(json.dumps({**RECORD, "request_id": "r2", "before_status": "OVERDUE", "after_status": "NEW"}).encode())
+    findings = found(HistoryAudit.of_file(path))
+    assert [(f.line, f.kind) for f in findings] == [(2, "malformed")]
+    assert "longer than" in findings[0].message
+
+
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [
+        (None, "no such file"),
+        ("dir", "is a directory"),
+        (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", "binary"),
+        (b"", "empty"),
+    ],
+)
+def test_unreadable_input_is_refused_before_any_work(scratch: Path, content: object, reason: str) -> None:
+    """A missing file, a directory, a binary file or an empty CSV raise UnreadableInput naming the path."""
+    path = scratch / "history.csv"
+    if content == "dir":
+        path.mkdir()
+    elif isinstance(content, bytes):
+        path.write_bytes(content)
+    with pytest.raises(UnreadableInput, match=reason) as caught:
+        HistoryAudit.of_file(path)
+    assert caught.value.path == str(path)
+
+
+def test_huge_sparse_binary_file_is_recognised_from_its_first_chunk(scratch: Path) -> None:
+    """A 2 GB binary file is refused from its first bytes, without reading it through."""
+    path = scratch / "dump.jsonl"
+    with path.open("wb") as f:
+        f.truncate(2 * 1024**3)
+    with pytest.raises(UnreadableInput, match="binary"):
+        HistoryAudit.of_file(path)
+
+
+def test_unknown_encoding_and_missing_csv_columns_are_refused(scratch: Path) -> None:
+    """An unknown --encoding and a CSV header without the required fields are input errors."""
+    path = write(scratch, "history.csv", "loan_apply_no,status\nFI1,NEW\n")
+    with pytest.raises(UnreadableInput, match="unknown encoding"):
+        HistoryAudit.of_file(path, encoding="no-such-codec")
+    with pytest.raises(UnreadableInput, match="lacks before_status"):
+        HistoryAudit.of_file(path)
+
+
+def test_finding_and_summary_serialise_to_json() -> None:
+    """Findings and the summary are JSON-ready dicts."""
+    audit = HistoryAudit.of_records([RECORD, {**RECORD, "request_id": "r 2"}], machine=default_machine())
+    (finding,) = found(audit)
+    assert audit.summary is not None
+    data = json.loads(json.dumps({"finding": finding.to_dict(), "summary": audit.summary.to_dict()}))
+    assert data["finding"] == {"kind": "malformed", "line": 2, "message": finding.message, "loan_apply_no": "FI1"}
+    assert data["summary"]["records"] == 2
+    assert data["summary"]["counts"]["malformed"] == 1
+    assert str(finding).startswith("line 2: malformed: request_id")
