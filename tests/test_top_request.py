@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta, timezone
 from importlib.metadata import version
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, quote
 
 import pytest
 from hypothesis import given
@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from loanstate import InvalidConfiguration, LoanChangeEvent, default_machine
 from loanstate.testing import change_events, change_times
-from loanstate.top import API_METHOD, BUSINESS_PARAM, SIGN_METHODS, build_request, partner_id, verify
+from loanstate.top import API_METHOD, BUSINESS_PARAM, SIGN_METHODS, build_request, encode_form, partner_id, verify
 
 SECRET = "app-secret-秘密"
 methods = st.sampled_from(sorted(SIGN_METHODS))
@@ -38,6 +38,13 @@ def test_request_shape_and_signature(event: LoanChangeEvent, now: datetime, meth
     assert verify({**query, **body}, SECRET)
     assert request.params() == {**query, **body}
     assert request.request_id == event.request_id
+
+
+@given(key=st.text(min_size=1), value=st.text(min_size=1))
+def test_form_encoding_matches_urllib(key: str, value: str) -> None:
+    """encode_form percent-encodes exactly like urllib.parse.quote(safe=""), and skips blank parameters."""
+    expected = f"{quote(key, safe='')}={quote(value, safe='')}" if key.strip() and value.strip() else ""
+    assert encode_form({key: value}) == expected
 
 
 def test_timestamp_is_beijing_time() -> None:

@@ -10,10 +10,10 @@ both places alike.
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Final
-from urllib.parse import quote
 
 import attrs
 
@@ -53,16 +53,35 @@ def partner_id() -> str:
         return "loanstate"
 
 
+_UNRESERVED: Final = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-~")
+# Byte -> its form-encoded text, applied to the UTF-8 bytes seen as Latin-1
+# characters: one C-level str.translate instead of urllib's per-byte loop
+# (this runs for every parameter of every request). Same output as
+# urllib.parse.quote(text, safe="").
+_PERCENT: Final = {b: chr(b) if b in _UNRESERVED else f"%{b:02X}" for b in range(256)}
+_PLAIN: Final = re.compile(r"[A-Za-z0-9_.~-]*")
+
+
 def _quote(text: str) -> str:
-    # quote() with no safe characters but the unreserved set is what
-    # application/x-www-form-urlencoded needs, except that a space becomes %20
-    # rather than "+"; servers decode both the same way.
-    return quote(text, safe="")
+    # A space becomes %20 rather than "+"; servers decode both the same way.
+    if _PLAIN.fullmatch(text):
+        return text
+    return text.encode("utf-8").decode("latin-1").translate(_PERCENT)
+
+
+# Parameter names and most system values (app key, method, this second's
+# timestamp) repeat from one request to the next: remember their encoding.
+_quote_short = functools.lru_cache(maxsize=512)(_quote)
+_SHORT: Final = 64
+
+
+def _pair(key: str, value: str) -> str:
+    return f"{_quote_short(key)}={_quote_short(value) if len(value) <= _SHORT else _quote(value)}"
 
 
 def encode_form(params: Mapping[str, str]) -> str:
     """``key=value&...`` percent-encoded as UTF-8, skipping parameters that are not sent."""
-    return "&".join(f"{_quote(k)}={_quote(v)}" for k, v in params.items() if sendable(k, v))
+    return "&".join([_pair(k, v) for k, v in params.items() if sendable(k, v)])
 
 
 @attrs.frozen(repr=False)

@@ -32,8 +32,11 @@ def sendable(key: str, value: str) -> bool:
 
 def signing_string(params: Mapping[str, str]) -> bytes:
     """The exact bytes the signature covers (without the secret)."""
-    parts = [k + v for k, v in sorted(params.items()) if k != "sign" and sendable(k, v)]
-    return "".join(parts).encode("utf-8")
+    # sendable() inlined: this runs for every request and the call overhead
+    # is a third of the cost of signing.
+    return "".join(
+        [k + v for k, v in sorted(params.items()) if v and k and k != "sign" and not v.isspace() and not k.isspace()]
+    ).encode("utf-8")
 
 
 def _check_method(sign_method: str) -> None:

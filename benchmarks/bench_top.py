@@ -1,0 +1,144 @@
+"""Delivery to the open platform: signing and encoding against the bare hash, round trips against bare httpx2.
+
+(1) ``sign()`` of one event's full parameter set (system parameters and the
+business JSON, concatenated and UTF-8 encoded, then HMAC-SHA256 and hex)
+against the floor: the bare HMAC-SHA256 call over the same, already
+concatenated bytes; target within 3x. (2) For information, the whole
+``build_request`` (event JSON, timestamp, signature, query string and body)
+against the same floor: JSON serialisation and form encoding alone cost
+several floors, so no target is set on it.
+(3) Sequential ``TopNotifier.send`` round trips to a ``FakeTopGateway`` on
+loopback against bare ``httpx2.Client.post`` calls of the very same prepared
+requests (URL, body and headers built beforehand), each run against a fresh
+gateway so both sides make every change take effect.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import hmac
+import statistics
+import time
+from datetime import UTC, datetime
+
+import httpx2
+
+from benchmarks._harness import Row, per_op, print_table
+from loanstate import LoanChangeEvent, TopNotifier, default_machine
+from loanstate.testing import FakeTopGateway
+from loanstate.top import CONTENT_TYPE, build_request, sign, signing_string
+
+SECRET = "bench-app-secret"
+APP_KEY = "test-app-key"
+NOW = datetime.now(UTC)
+
+
+def make_events(count: int, tag: str) -> list[LoanChangeEvent]:
+    machine = default_machine()
+    return [
+        machine.change(
+            loan_apply_no=f"FI{tag}{i:07d}",
+            before="NEW",
+            after="OVERDUE",
+            at=NOW,
+            customer_id="2088000000000001",
+            institution_loan_no=f"借据-{i}",
+        )
+        for i in range(count)
+    ]
+
+
+def signing_rows(n: int, repeat: int) -> list[Row]:
+    event = make_events(1, "s")[0]
+    params = build_request(event, app_key=APP_KEY, app_secret=SECRET, now=NOW).params()
+    data = signing_string(params)
+    key = SECRET.encode()
+
+    def ours_sign(k: int) -> None:
+        for _ in range(k):
+            sign(params, SECRET, "hmac-sha256")
+
+    def ours_build(k: int) -> None:
+        for _ in range(k):
+            request = build_request(event, app_key=APP_KEY, app_secret=SECRET, now=NOW)
+            request.query_string()
+            request.body()
+
+    def floor(k: int) -> None:
+        for _ in range(k):
+            hmac.new(key, data, hashlib.sha256).hexdigest()
+
+    def floor_digest(k: int) -> None:
+        for _ in range(k):
+            hmac.digest(key, data, "sha256")
+
+    t_sign = per_op(ours_sign, n, repeat)
+    t_build = per_op(ours_build, n, repeat)
+    t_floor = per_op(floor, n, repeat)
+    t_digest = per_op(floor_digest, n, repeat)
+    return [
+        Row("sign() one event", t_sign, "floor: hmac.new(...).hexdigest()", t_floor, "s/op", ">= 0.33x"),
+        Row("sign() one event", t_sign, "floor: hmac.digest() (C one-shot)", t_digest, "s/op"),
+        Row("build_request + encode (informative)", t_build, "floor: hmac.new(...).hexdigest()", t_floor, "s/op"),
+    ]
+
+
+def ours_round_trips(count: int, tag: str) -> float:
+    """Seconds per sequential TopNotifier.send to a fresh gateway (the first send, opening the connection, untimed)."""
+    events = make_events(count + 1, tag)
+    with FakeTopGateway() as gw, TopNotifier(APP_KEY, "test-app-secret", url=gw.url) as notifier:
+        notifier.send(events[0])
+        start = time.perf_counter()
+        for event in events[1:]:
+            notifier.send(event)
+        return (time.perf_counter() - start) / count
+
+
+def bare_round_trips(count: int, tag: str) -> float:
+    """Seconds per bare httpx2 post of requests prepared beforehand, to a fresh gateway."""
+    events = make_events(count + 1, tag)
+    headers = {"Content-Type": CONTENT_TYPE}
+    with FakeTopGateway() as gw, httpx2.Client(timeout=10.0) as client:
+        prepared = []
+        for event in events:
+            request = build_request(event, app_key=APP_KEY, app_secret="test-app-secret", now=datetime.now(UTC))
+            prepared.append((f"{gw.url}?{request.query_string()}", request.body()))
+        client.post(prepared[0][0], content=prepared[0][1], headers=headers)
+        start = time.perf_counter()
+        for url, body in prepared[1:]:
+            client.post(url, content=body, headers=headers)
+        return (time.perf_counter() - start) / count
+
+
+def round_trip_rows(n: int, repeat: int) -> list[Row]:
+    ours_round_trips(max(2, n // 10), "warm-o")
+    bare_round_trips(max(2, n // 10), "warm-b")
+    ours_samples, bare_samples = [], []
+    for i in range(repeat):  # interleaved, so machine load moves both sides together
+        ours_samples.append(ours_round_trips(n, f"o{i}"))
+        bare_samples.append(bare_round_trips(n, f"b{i}"))
+    return [
+        Row(
+            "sequential round trip to FakeTopGateway",
+            statistics.median(ours_samples),
+            "bare httpx2 post, same prepared requests",
+            statistics.median(bare_samples),
+            "s/op",
+            ">= 0.67x",
+        )
+    ]
+
+
+def main(quick: bool = False) -> list[Row]:
+    n, repeat = (2_000, 3) if quick else (20_000, 7)
+    trips, trip_repeat = (100, 3) if quick else (1_000, 5)
+    rows = signing_rows(n, repeat) + round_trip_rows(trips, trip_repeat)
+    print_table("Delivery to the open platform (TOP)", rows)
+    return rows
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="small sizes, to check the benchmark runs")
+    main(parser.parse_args().quick)
