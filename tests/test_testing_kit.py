@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import sqlite3
+import tempfile
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from example_servicing.eager_loan_book import EagerLoanBook
@@ -28,8 +30,17 @@ from strategies import (
 
 from loanstate import IllegalTransition, InvalidDefinition, LoanChangeEvent, LoanMachine, default_machine
 from loanstate._audit import HistoryAudit
-from loanstate.notifiers import InMemoryNotifier
-from loanstate.testing import ANOMALY_KINDS, AnomalyKind, History, LoanLifecycleStateMachine, ServicingAdapter
+from loanstate.dispatch import Dispatcher
+from loanstate.notifiers import InMemoryNotifier, TopNotifier
+from loanstate.store import SqlStore
+from loanstate.testing import (
+    ANOMALY_KINDS,
+    AnomalyKind,
+    FakeTopGateway,
+    History,
+    LoanLifecycleStateMachine,
+    ServicingAdapter,
+)
 
 # -- strategies ---------------------------------------------------------------
 
@@ -264,3 +275,98 @@ class OwnLifecycle(LoanLifecycleStateMachine):
 def test_a_custom_lifecycle_is_driven() -> None:
     """With loan_machine set, the fixed loan book passes against that lifecycle."""
     run_state_machine_as_test(OwnLifecycle, settings=settings(max_examples=20, stateful_step_count=20))
+
+
+# -- our own durable path under the kit ---------------------------------------------
+
+
+class DurableAdapter:
+    """SqlStore (SQLite file) + Dispatcher + InMemoryNotifier: what is notified is what the dispatcher delivered."""
+
+    def __init__(self) -> None:
+        self.directory = tempfile.mkdtemp(prefix="loanstate-kit-")
+        self.store = SqlStore(f"sqlite:///{self.directory}/loans.sqlite3")
+        self.store.create_schema()
+        self.notifier = InMemoryNotifier()
+        self.dispatcher = Dispatcher(self.store, self.notifier, concurrency=2)
+
+    def open_loan(self, loan_apply_no: str, *, at: datetime) -> None:
+        self.store.open_loan(loan_apply_no, at=at)
+
+    def change(self, loan_apply_no: str, *, after: str, at: datetime) -> object:
+        return self.store.transition(loan_apply_no, after=after, at=at)
+
+    def status(self, loan_apply_no: str) -> str:
+        return self.store.status(loan_apply_no)
+
+    def notified(self) -> Sequence[LoanChangeEvent]:
+        self.dispatcher.run_once()
+        return self.notifier.sent
+
+    def close(self) -> None:
+        self.store.close()
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+class DurableLifecycle(LoanLifecycleStateMachine):
+    """loanstate's own store and dispatcher under the kit."""
+
+    def make_adapter(self) -> ServicingAdapter:
+        return DurableAdapter()
+
+
+def test_the_durable_path_passes_the_kit() -> None:
+    """SqlStore + Dispatcher: statuses agree, illegal changes leave no trace, delivery is exact and in order."""
+    run_state_machine_as_test(DurableLifecycle, settings=settings(max_examples=15, stateful_step_count=15))
+
+
+# -- the pytest plugin's fixtures ---------------------------------------------------
+
+
+def test_a_hypothesis_profile_is_loaded() -> None:
+    """The plugin loaded one of its profiles for this suite (no deadline on a shared machine)."""
+    profile = settings.default
+    assert profile is not None
+    assert profile.deadline is None
+    assert profile.max_examples in (30, 100)
+
+
+def test_loan_machine_fixture(loan_machine: LoanMachine) -> None:
+    """loan_machine is the shipped lifecycle unless overridden."""
+    assert loan_machine is default_machine()
+
+
+def test_in_memory_notifier_fixture(in_memory_notifier: InMemoryNotifier, loan_machine: LoanMachine) -> None:
+    """in_memory_notifier records what it is sent."""
+    event = loan_machine.change(loan_apply_no="L1", before="NEW", after="OVERDUE", at=datetime.now(UTC))
+    in_memory_notifier.send(event)
+    assert in_memory_notifier.sent == [event]
+
+
+def test_fake_top_gateway_fixture(fake_top_gateway: FakeTopGateway, loan_machine: LoanMachine) -> None:
+    """fake_top_gateway runs on loopback and takes a signed notification once."""
+    event = loan_machine.change(loan_apply_no="L1", before="NEW", after="SETTLED", at=datetime.now(UTC))
+    with TopNotifier(fake_top_gateway.app_key, "test-app-secret", url=fake_top_gateway.url) as notifier:
+        notifier.send(event)
+    (delivered,) = fake_top_gateway.delivered()  # the platform keeps whole seconds only
+    assert (delivered.request_id, delivered.after_status) == (event.request_id, "SETTLED")
+    assert fake_top_gateway.effects[event.request_id] == 1
+
+
+def test_sqlite_store_fixture(sqlite_store: SqlStore) -> None:
+    """sqlite_store has its schema and records a change."""
+    at = datetime(2026, 1, 1, tzinfo=UTC)
+    sqlite_store.open_loan("L1", at=at)
+    event = sqlite_store.transition("L1", after="OVERDUE", at=at + timedelta(days=1))
+    assert sqlite_store.status("L1") == "OVERDUE"
+    assert sqlite_store.history("L1") == [event]
+
+
+@pytest.mark.postgres
+def test_postgres_store_fixture(postgres_store: SqlStore) -> None:
+    """postgres_store is a SqlStore on a fresh PostgreSQL database."""
+    at = datetime(2026, 1, 1, tzinfo=UTC)
+    postgres_store.open_loan("L1", at=at)
+    postgres_store.transition("L1", after="SETTLED", at=at + timedelta(days=1))
+    assert postgres_store.dialect == "postgresql"
+    assert postgres_store.status("L1") == "SETTLED"
