@@ -282,8 +282,11 @@ class LoanMachine:
         if allowed is None or after not in allowed:
             raise self._refusal(loan_apply_no, before, after)
         if request_id is None:
-            _check_time(None, _CHANGE_TIME, at)
-            request_id = derive_request_id(loan_apply_no, before, after, at)
+            try:
+                request_id = derive_request_id(loan_apply_no, before, after, at)
+            except (TypeError, AttributeError):
+                _check_time(None, _CHANGE_TIME, at)  # says what is wrong with ``at``
+                raise
         event = LoanChangeEvent(loan_apply_no, before, after, at, request_id, customer_id, institution_loan_no)
         if self._guarded and (before, after) in self._guarded:
             self._check_guards(event)
