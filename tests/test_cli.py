@@ -1,0 +1,226 @@
+"""The ``loanstate`` command, run as the real console script in a subprocess: help, check, diagram, audit, errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from loanstate import default_machine
+from loanstate._events import TOP_TIMEZONE
+from loanstate.cli import cli
+
+SCRIPT = Path(sys.executable).with_name("loanstate")
+DEFAULT_TOML = Path(__file__).resolve().parent.parent / "loanstate" / "lifecycles" / "xfd_default.toml"
+COMMANDS = ["demo", "check", "diagram", "audit", "gateway", "deliver", "outbox", "outbox status", "outbox retry"]
+COMMANDS += ["outbox skip"]
+
+
+def run(*args: str | Path, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """Run ``loanstate ARGS`` and capture what it says."""
+    return subprocess.run(
+        [str(SCRIPT), *map(str, args)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=timeout,
+        env={**os.environ, "COLUMNS": "200", **(env or {})},
+    )
+
+
+def one_line_error(result: subprocess.CompletedProcess[str]) -> str:
+    """Assert the run failed with exit 2 and one clear line, no traceback; return that line."""
+    assert result.returncode == 2, (result.returncode, result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("loanstate: error: ")
+    return lines[0]
+
+
+BROKEN = """
+[lifecycle]
+initial = "NEW"
+
+[statuses]
+NEW = "in force"
+LOST = "never reached"
+
+[[transitions]]
+before = "NEW"
+after = "GONE"
+"""
+
+
+def test_group_help_lists_every_command() -> None:
+    """``loanstate --help`` (the console script) lists every command and an example."""
+    result = run("--help")
+    assert result.returncode == 0, result.stderr
+    for command in ("demo", "check", "diagram", "audit", "gateway", "deliver", "outbox"):
+        assert f"  {command} " in result.stdout
+    assert "Example" in result.stdout
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_has_help_with_an_example(command: str) -> None:
+    """``--help`` works on every command and shows an example (in process: the same click app, faster)."""
+    result = CliRunner().invoke(cli, [*command.split(), "--help"])
+    assert result.exit_code == 0, result.output
+    assert "Example" in result.output
+
+
+def test_python_dash_m_runs_the_same_command() -> None:
+    """``python -m loanstate`` is the same CLI (version and help)."""
+    result = subprocess.run(
+        [sys.executable, "-m", "loanstate", "--version"], capture_output=True, text=True, check=False, timeout=60
+    )
+    assert result.returncode == 0
+    assert result.stdout.startswith("loanstate, version ")
+
+
+def test_check_sound_definition_exits_zero() -> None:
+    """A sound lifecycle file is reported OK with its shape."""
+    result = run("check", DEFAULT_TOML)
+    assert result.returncode == 0, result.stderr
+    assert "OK" in result.stdout
+    assert "4 statuses, 7 transitions" in result.stdout
+
+
+def test_check_lists_every_problem_with_lines_and_exits_one(tmp_path: Path) -> None:
+    """A definition with mistakes lists each (file:line, code) and exits 1; --format json lists them too."""
+    path = tmp_path / "broken.toml"
+    path.write_text(BROKEN, encoding="utf-8")
+    result = run("check", path)
+    assert result.returncode == 1, result.stderr
+    for code in ("unknown-status", "unreachable"):
+        assert code in result.stdout
+    assert f"{path}:11:" in result.stdout  # the line of after = "GONE"
+    data = json.loads(run("check", path, "--format", "json").stdout)
+    assert data["ok"] is False
+    assert {p["code"] for p in data["problems"]} >= {"unknown-status", "unreachable"}
+
+
+@pytest.mark.parametrize("kind", ["missing", "directory", "binary"])
+def test_check_unreadable_file_is_one_line_exit_two(tmp_path: Path, kind: str) -> None:
+    """A missing file, a directory or a binary file: one line saying what is wrong, exit 2."""
+    path = tmp_path / "lifecycle.toml"
+    if kind == "directory":
+        path.mkdir()
+    elif kind == "binary":
+        path.write_bytes(b"\x00\x01\x02PK\x03\x04")
+    line = one_line_error(run("check", path))
+    assert str(path) in line
+    assert {"missing": "no such file", "directory": "directory", "binary": "binary"}[kind] in line
+
+
+def test_diagram_prints_mermaid_and_dot_of_a_definition(tmp_path: Path) -> None:
+    """``diagram`` prints the default lifecycle as Mermaid, and a file's as DOT (also to --output)."""
+    mermaid = run("diagram")
+    assert mermaid.returncode == 0
+    assert mermaid.stdout.startswith("stateDiagram-v2")
+    assert "NEW --> OVERDUE : mark_overdue" in mermaid.stdout
+    out = tmp_path / "lifecycle.dot"
+    dot = run("diagram", DEFAULT_TOML, "--format", "dot", "--output", out)
+    assert dot.returncode == 0, dot.stderr
+    assert out.read_text(encoding="utf-8").startswith('digraph "xfd_default"')
+
+
+def test_diagram_svg_renders_with_graphviz_or_says_how_to_get_it(tmp_path: Path) -> None:
+    """``--output x.svg`` renders through Graphviz when ``dot`` is installed, else says how to install it."""
+    out = tmp_path / "lifecycle.svg"
+    result = run("diagram", "--output", out)
+    if shutil.which("dot"):
+        assert result.returncode == 0, result.stderr
+        assert "<svg" in out.read_text(encoding="utf-8")
+    else:
+        line = one_line_error(result)
+        assert "Graphviz" in line
+        assert "apt install graphviz" in line
+        assert not out.exists()
+
+
+def test_diagram_of_a_broken_definition_is_one_line_exit_two(tmp_path: Path) -> None:
+    """A definition with errors given as input: one line pointing at ``loanstate check``, exit 2."""
+    path = tmp_path / "broken.toml"
+    path.write_text(BROKEN, encoding="utf-8")
+    line = one_line_error(run("diagram", path))
+    assert f"loanstate check {path}" in line
+
+
+def history_records(loans: int) -> list[dict[str, str]]:
+    """Legal, interleaved changes of ``loans`` loans (non-ASCII customer ids, offsets in UTC+8)."""
+    machine = default_machine()
+    path = ["OVERDUE", "NEW", "SETTLED"]
+    records = []
+    for step, after in enumerate(path):
+        for n in range(loans):
+            before = machine.initial if step == 0 else path[step - 1]
+            at = datetime(2024, 1, 1 + step, 9, n, tzinfo=TOP_TIMEZONE)
+            event = machine.change(loan_apply_no=f"FI{n:04d}", before=before, after=after, at=at, customer_id="客户")
+            records.append(event.to_dict())
+    return records
+
+
+def test_audit_reports_findings_in_text_and_json(tmp_path: Path) -> None:
+    """Planted mistakes: counts and findings with line numbers, exit 1; --format json lists every one."""
+    records = history_records(4)
+    records[5] = {**records[5], "after_status": "LATE"}  # unknown status, line 6
+    records[9] = {**records[9], "before_status": "OVERDUE"}  # OVERDUE -> SETTLED from NEW: chain break, line 10
+    records.append({**records[0]})  # duplicate request_id (and a chain break), line 13
+    path = tmp_path / "history.jsonl"
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
+    text = run("audit", path)
+    assert text.returncode == 1, text.stderr
+    assert "line 6: unknown-status:" in text.stdout
+    assert "line 13: duplicate-request-id: request_id" in text.stdout
+    result = run("audit", path, "--format", "json")
+    assert result.returncode == 1
+    data = json.loads(result.stdout)
+    kinds = {(f["line"], f["kind"]) for f in data["findings"]}
+    assert {(6, "unknown-status"), (10, "chain-break"), (13, "duplicate-request-id")} <= kinds
+    assert data["summary"]["records"] == 13
+
+
+def test_audit_clean_csv_in_gbk_exits_zero(tmp_path: Path) -> None:
+    """A clean GBK CSV history with CRLF audits clean with ``--encoding gbk`` (and is refused as UTF-8)."""
+    records = history_records(5)
+    header = "loan_apply_no,before_status,after_status,change_time,request_id,customer_id"
+    rows = [",".join(r[k] for k in header.split(",")) for r in records]
+    path = tmp_path / "history.csv"
+    path.write_bytes("\r\n".join([header, *rows, ""]).encode("gbk"))
+    result = run("audit", path, "--encoding", "gbk")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "no findings" in result.stdout
+    assert "--encoding gbk" in one_line_error(run("audit", path))
+
+
+def test_audit_bad_inputs_are_one_line_exit_two(tmp_path: Path) -> None:
+    """Directory, binary, a 2 GB binary (refused at once), bad --machine: one line each, exit 2."""
+    huge = tmp_path / "huge.jsonl"
+    with huge.open("wb") as f:
+        f.truncate(2 * 1024**3)
+    assert "binary" in one_line_error(run("audit", huge, timeout=30))
+    assert "directory" in one_line_error(run("audit", tmp_path))
+    broken = tmp_path / "broken.toml"
+    broken.write_text(BROKEN, encoding="utf-8")
+    history = tmp_path / "h.jsonl"
+    history.write_text("", encoding="utf-8")
+    assert "invalid lifecycle definition" in one_line_error(run("audit", history, "--machine", broken))
+    usage = run("audit", history, "--format", "yaml")
+    assert usage.returncode == 2
+    assert "Traceback" not in usage.stderr
+
+
+def test_debug_flag_shows_the_traceback(tmp_path: Path) -> None:
+    """With ``--debug`` an input error shows its traceback instead of one line."""
+    result = run("audit", tmp_path / "missing.jsonl", "--debug")
+    assert result.returncode != 0
+    assert "Traceback" in result.stderr
+    assert "UnreadableInput" in result.stderr
