@@ -26,7 +26,7 @@ __all__ = ["SKEW", "Answer", "check_request", "error_answer", "render", "success
 #: How far the request's timestamp may be from the gateway's clock.
 SKEW: Final = timedelta(minutes=10)
 _WRAPPER: Final = API_METHOD.replace(".", "_") + "_response"
-_TIME: Final = re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}")
+_TIME: Final = re.compile(r"(\d{4})-(\d{2})-(\d{2}) (\d{2}):(\d{2}):(\d{2})")
 _OPTIONAL: Final = frozenset({"customer_id", "institution_loan_no"})
 
 
@@ -79,10 +79,13 @@ def _invalid(rid: str, detail: str) -> Answer:
 
 
 def _parse_timestamp(text: str) -> datetime | None:
-    if not _TIME.fullmatch(text):
+    match = _TIME.fullmatch(text)
+    if match is None:
         return None
     try:
-        return datetime.strptime(text, "%Y-%m-%d %H:%M:%S").replace(tzinfo=TOP_TIMEZONE)
+        # Built from the digits directly: strptime costs more than the rest of the check.
+        year, month, day, hour, minute, second = (int(part) for part in match.groups())
+        return datetime(year, month, day, hour, minute, second, tzinfo=TOP_TIMEZONE)
     except ValueError:
         return None
 
