@@ -4,8 +4,9 @@ Usage: ``python tests/_worker.py COMMAND URL [ARGS...]``:
 
 * ``serve-slow URL``: run_forever with a notifier taking 20 ms per event;
   prints ``delivering`` once the first event went out and the report at exit.
-* ``deliver URL GATEWAY_URL WORKER_ID LEASE_S``: run_forever through a
-  TopNotifier to a FakeTopGateway until the outbox is empty (or killed).
+* ``deliver URL GATEWAY_URL WORKER_ID LEASE_S CONCURRENCY``: run_forever
+  through a TopNotifier to a FakeTopGateway until the outbox is empty (or
+  killed); prints ``delivering`` after the first delivery, the report at exit.
 * ``transition URL LOANS ROUNDS SEED``: hammer compare-and-set changes on
   shared loans; prints ``won lost`` counts.
 """
@@ -43,17 +44,25 @@ def serve_slow(url: str) -> None:
     print(f"delivered={report.delivered}", flush=True)
 
 
-def deliver(url: str, gateway_url: str, worker_id: str, lease_s: str) -> None:
+def deliver(url: str, gateway_url: str, worker_id: str, lease_s: str, concurrency: str) -> None:
     from loanstate.notifiers import TopNotifier
 
     store = SqlStore(url)
     fast = RetryPolicy(attempts=2, wait_initial=0.01, wait_jitter=0.01, wait_max=0.2)
     stop = threading.Event()
+    announced = threading.Event()
+
+    def announce(event: LoanChangeEvent, receipt: object) -> None:
+        if not announced.is_set():
+            announced.set()
+            print("delivering", flush=True)
+
     with TopNotifier("test-app-key", "test-app-secret", url=gateway_url, timeout=2.0) as notifier:
         dispatcher = Dispatcher(
             store,
             notifier,
-            concurrency=16,
+            concurrency=int(concurrency),
+            on_delivered=announce,
             retry=fast,
             lease=timedelta(seconds=float(lease_s)),
             worker_id=worker_id,
