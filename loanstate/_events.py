@@ -75,9 +75,9 @@ def _is_text(value: object) -> bool:
     """1-64 printable characters (no control or format characters), not all white space."""
     return (
         value.__class__ is str
-        and 0 < len(value) <= MAX_FIELD_LENGTH  # type: ignore[arg-type]
-        and value.isprintable()  # type: ignore[attr-defined]
-        and not value.isspace()  # type: ignore[attr-defined]
+        and 0 < len(value) <= MAX_FIELD_LENGTH
+        and value.isprintable()
+        and not value.isspace()
     )
 
 
