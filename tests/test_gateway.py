@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 
@@ -247,3 +248,38 @@ async def test_async_mode_and_concurrency() -> None:
         assert set(gw.effects.values()) == {1}
         assert len(gw.effects) == 300
         assert "127.0.0.1" in repr(gw)
+
+
+def test_serve_forever_until_stopped(client: httpx2.Client) -> None:
+    """serve_forever() calls ready() once listening, serves requests, and returns when stop is set."""
+    gateway = FakeTopGateway()
+    listening = threading.Event()
+    stop = threading.Event()
+    urls: list[str] = []
+
+    def ready(gw: FakeTopGateway) -> None:
+        urls.append(gw.url)
+        listening.set()
+
+    thread = threading.Thread(target=gateway.serve_forever, args=(ready,), kwargs={"stop": stop})
+    thread.start()
+    try:
+        assert listening.wait(10)
+        response = post(client, gateway, signed(change()))
+        assert classify(response.status_code, response.content).ok
+    finally:
+        stop.set()
+        thread.join(10)
+    assert not thread.is_alive()
+    assert gateway.effects == {change().request_id: 1}
+    assert urls[0].startswith("http://127.0.0.1:")
+
+
+def test_keep_requests_bounds_the_record(client: httpx2.Client) -> None:
+    """With keep_requests=n only the latest n requests are kept; effects and deliveries are complete."""
+    with FakeTopGateway(keep_requests=2) as gw:
+        for i in range(5):
+            post(client, gw, signed(change(f"K{i}")))
+        assert [r.index for r in gw.requests] == [3, 4]
+        assert len(gw.effects) == 5
+        assert len(gw.delivered()) == 5

@@ -15,7 +15,7 @@ import contextlib
 import itertools
 import random
 import threading
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from types import TracebackType
@@ -79,6 +79,9 @@ class FakeTopGateway:
     ``request_id`` gets the first successful answer again and takes no effect.
     ``faults`` is a :class:`FaultPlan` (or a sequence of faults, a schedule);
     ``seed`` seeds its random draws; ``latency`` adds seconds to every answer.
+    ``clock`` is the gateway's time (for the skew check); ``keep_requests``
+    bounds :attr:`requests` to the latest ones (``None``: keep all), for long
+    runs such as a demo; effects and deliveries are always kept in full.
     """
 
     def __init__(
@@ -93,6 +96,7 @@ class FakeTopGateway:
         host: str = "127.0.0.1",
         port: int = 0,
         clock: Callable[[], datetime] | None = None,
+        keep_requests: int | None = None,
     ) -> None:
         if host not in ("127.0.0.1", "::1", "localhost"):
             raise InvalidConfiguration("host", host, "the fake gateway listens on loopback only")
@@ -108,7 +112,7 @@ class FakeTopGateway:
         self._plan = self._as_plan(faults)
         self._plan_index = 0
         self._counter = itertools.count()
-        self._requests: list[GatewayRequest] = []
+        self._requests: deque[GatewayRequest] = deque(maxlen=keep_requests)
         self._effects: Counter[str] = Counter()
         self._answers: dict[str, Answer] = {}
         self._delivered: list[LoanChangeEvent] = []
@@ -148,7 +152,7 @@ class FakeTopGateway:
 
     @property
     def requests(self) -> list[GatewayRequest]:
-        """Every request received, in arrival order (a copy)."""
+        """Every request received (the latest ``keep_requests``), in arrival order (a copy)."""
         with self._lock:
             return list(self._requests)
 
@@ -365,15 +369,24 @@ class FakeTopGateway:
     ) -> None:
         await self._stop()
 
-    def serve_forever(self, ready: Callable[[FakeTopGateway], None] | None = None) -> None:
-        """Run in the foreground until interrupted (Ctrl-C); ``ready(self)`` is called once listening."""
+    def serve_forever(
+        self,
+        ready: Callable[[FakeTopGateway], None] | None = None,
+        *,
+        stop: threading.Event | None = None,
+    ) -> None:
+        """Run in the foreground until ``stop`` is set or the process is interrupted (Ctrl-C).
+
+        ``ready(self)`` is called once the server listens (``url`` is then known).
+        """
 
         async def serve() -> None:
             await self._start()
             try:
                 if ready is not None:
                     ready(self)
-                await asyncio.Event().wait()
+                while stop is None or not stop.is_set():
+                    await asyncio.sleep(0.1)
             finally:
                 await self._stop()
 
