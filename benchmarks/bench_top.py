@@ -10,22 +10,27 @@ several floors, so no target is set on it.
 (3) Sequential ``TopNotifier.send`` round trips to a ``FakeTopGateway`` on
 loopback against bare ``httpx2.Client.post`` calls of the very same prepared
 requests (URL, body and headers built beforehand), each run against a fresh
-gateway so both sides make every change take effect.
+gateway so both sides make every change take effect. (4) 32 concurrent
+``AsyncTopNotifier`` deliveries against bare ``httpx2.AsyncClient`` posts and,
+for information, bare aiohttp client posts of the same prepared requests (the
+gateway shares the loop, so a client's CPU per request shows as throughput).
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import hashlib
 import hmac
 import statistics
 import time
 from datetime import UTC, datetime
 
+import aiohttp
 import httpx2
 
 from benchmarks._harness import Row, per_op, print_table
-from loanstate import LoanChangeEvent, TopNotifier, default_machine
+from loanstate import AsyncTopNotifier, LoanChangeEvent, TopNotifier, default_machine
 from loanstate.testing import FakeTopGateway
 from loanstate.top import CONTENT_TYPE, build_request, sign, signing_string
 
@@ -130,10 +135,96 @@ def round_trip_rows(n: int, repeat: int) -> list[Row]:
     ]
 
 
+CONCURRENCY = 32
+
+
+async def _async_notifier_run(count: int, tag: str) -> float:
+    events = make_events(count, tag)
+    async with FakeTopGateway() as gw, AsyncTopNotifier(APP_KEY, "test-app-secret", url=gw.url) as notifier:
+        gate = asyncio.Semaphore(CONCURRENCY)
+
+        async def one(event: LoanChangeEvent) -> None:
+            async with gate:
+                await notifier.send(event)
+
+        start = time.perf_counter()
+        await asyncio.gather(*(one(e) for e in events))
+        return count / (time.perf_counter() - start)
+
+
+def _prepared(url: str, events: list[LoanChangeEvent]) -> list[tuple[str, bytes]]:
+    out = []
+    for event in events:
+        request = build_request(event, app_key=APP_KEY, app_secret="test-app-secret", now=datetime.now(UTC))
+        out.append((f"{url}?{request.query_string()}", request.body()))
+    return out
+
+
+async def _bare_httpx2_run(count: int, tag: str) -> float:
+    events = make_events(count, tag)
+    headers = {"Content-Type": CONTENT_TYPE}
+    async with FakeTopGateway() as gw, httpx2.AsyncClient(timeout=10.0) as client:
+        prepared = _prepared(gw.url, events)
+        gate = asyncio.Semaphore(CONCURRENCY)
+
+        async def one(url: str, body: bytes) -> None:
+            async with gate:
+                await client.post(url, content=body, headers=headers)
+
+        start = time.perf_counter()
+        await asyncio.gather(*(one(u, b) for u, b in prepared))
+        return count / (time.perf_counter() - start)
+
+
+async def _bare_aiohttp_run(count: int, tag: str) -> float:
+    events = make_events(count, tag)
+    headers = {"Content-Type": CONTENT_TYPE}
+    async with FakeTopGateway() as gw, aiohttp.ClientSession() as session:
+        prepared = _prepared(gw.url, events)
+        gate = asyncio.Semaphore(CONCURRENCY)
+
+        async def one(url: str, body: bytes) -> None:
+            async with gate, session.post(url, data=body, headers=headers) as response:
+                await response.read()
+
+        start = time.perf_counter()
+        await asyncio.gather(*(one(u, b) for u, b in prepared))
+        return count / (time.perf_counter() - start)
+
+
+def async_rows(n: int, repeat: int) -> list[Row]:
+    """32 concurrent deliveries, gateway in the same loop: AsyncTopNotifier against bare async clients."""
+    ours, bare, aio = [], [], []
+    for i in range(repeat):
+        ours.append(asyncio.run(_async_notifier_run(n, f"ao{i}")))
+        bare.append(asyncio.run(_bare_httpx2_run(n, f"ab{i}")))
+        aio.append(asyncio.run(_bare_aiohttp_run(n, f"aa{i}")))
+    t_ours, t_bare, t_aio = statistics.median(ours), statistics.median(bare), statistics.median(aio)
+    return [
+        Row(
+            f"AsyncTopNotifier, {CONCURRENCY} concurrent",
+            t_ours,
+            "bare httpx2.AsyncClient posts",
+            t_bare,
+            "req/s",
+            ">= 0.67x",
+            higher_is_better=True,
+        ),
+        Row(
+            f"AsyncTopNotifier, {CONCURRENCY} concurrent",
+            t_ours,
+            "bare aiohttp client posts (informative)",
+            t_aio,
+            "req/s",
+            higher_is_better=True,
+        ),
+    ]
+
+
 def main(quick: bool = False) -> list[Row]:
     n, repeat = (2_000, 3) if quick else (20_000, 7)
     trips, trip_repeat = (100, 3) if quick else (1_000, 5)
-    rows = signing_rows(n, repeat) + round_trip_rows(trips, trip_repeat)
+    rows = signing_rows(n, repeat) + round_trip_rows(trips, trip_repeat) + async_rows(trips, trip_repeat)
     print_table("Delivery to the open platform (TOP)", rows)
     return rows
 
