@@ -7,7 +7,8 @@ and deliver them through pluggable notifiers.
 
 from __future__ import annotations
 
-from loanstate._audit import AuditFinding, AuditSummary, HistoryAudit
+from typing import TYPE_CHECKING, Any
+
 from loanstate._definition import Problem, Transition
 from loanstate._errors import (
     ConcurrentChange,
@@ -24,19 +25,39 @@ from loanstate._errors import (
 )
 from loanstate._events import LoanChangeEvent, derive_request_id
 from loanstate._machine import LoanMachine, default_machine
-from loanstate.dispatch import AsyncDispatcher, Dispatcher, DispatchReport, RetryPolicy
-from loanstate.notifiers import (
-    AsyncCallbackNotifier,
-    AsyncInMemoryNotifier,
-    AsyncNotifier,
-    AsyncTopNotifier,
-    CallbackNotifier,
-    InMemoryNotifier,
-    Notifier,
-    Receipt,
-    TopNotifier,
-)
-from loanstate.store import SqlStore
+from loanstate.notifiers._base import AsyncNotifier, Notifier, Receipt
+
+if TYPE_CHECKING:
+    from loanstate._audit import AuditFinding, AuditSummary, HistoryAudit
+    from loanstate.dispatch import AsyncDispatcher, Dispatcher, DispatchReport, RetryPolicy
+    from loanstate.notifiers import (
+        AsyncCallbackNotifier,
+        AsyncInMemoryNotifier,
+        AsyncTopNotifier,
+        CallbackNotifier,
+        InMemoryNotifier,
+        TopNotifier,
+    )
+    from loanstate.store import SqlStore
+
+# The machine and events import in milliseconds; delivery and storage pull in
+# HTTP and SQL libraries, so those names load on first use.
+_LAZY = {
+    "AsyncCallbackNotifier": "loanstate.notifiers",
+    "AsyncDispatcher": "loanstate.dispatch",
+    "AsyncInMemoryNotifier": "loanstate.notifiers",
+    "AsyncTopNotifier": "loanstate.notifiers",
+    "AuditFinding": "loanstate._audit",
+    "AuditSummary": "loanstate._audit",
+    "CallbackNotifier": "loanstate.notifiers",
+    "DispatchReport": "loanstate.dispatch",
+    "Dispatcher": "loanstate.dispatch",
+    "HistoryAudit": "loanstate._audit",
+    "InMemoryNotifier": "loanstate.notifiers",
+    "RetryPolicy": "loanstate.dispatch",
+    "SqlStore": "loanstate.store",
+    "TopNotifier": "loanstate.notifiers",
+}
 
 __all__ = [
     "AsyncCallbackNotifier",
@@ -76,10 +97,20 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> str:
+def __getattr__(name: str) -> Any:
     # __version__ is read from the installed metadata only when asked for.
     if name == "__version__":
         from importlib.metadata import version
 
         return version("loanstate")
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
     raise AttributeError(f"module 'loanstate' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

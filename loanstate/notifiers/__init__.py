@@ -8,10 +8,14 @@ and can be scripted to fail; :class:`CallbackNotifier` /
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from loanstate.notifiers._base import AsyncNotifier, BaseAsyncNotifier, BaseNotifier, Notifier, Receipt
 from loanstate.notifiers.callback import AsyncCallbackNotifier, CallbackNotifier
 from loanstate.notifiers.memory import AsyncInMemoryNotifier, InMemoryNotifier
-from loanstate.notifiers.top import AsyncTopNotifier, TopNotifier
+
+if TYPE_CHECKING:
+    from loanstate.notifiers.top import AsyncTopNotifier, TopNotifier
 
 __all__ = [
     "AsyncCallbackNotifier",
@@ -26,3 +30,18 @@ __all__ = [
     "Receipt",
     "TopNotifier",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # The HTTP adapters import httpx2 only when first asked for.
+    if name in ("AsyncTopNotifier", "TopNotifier"):
+        from loanstate.notifiers import top
+
+        value = getattr(top, name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'loanstate.notifiers' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
