@@ -1,0 +1,164 @@
+"""``loanstate audit``'s engine against the floor of merely parsing the file, and its memory against file size.
+
+(1) :class:`loanstate.HistoryAudit` over a generated 1,000,000-record JSON
+Lines history (20,000 interleaved loans, legal lifecycles, no findings) against
+a floor that only parses every line with the same JSON parser (``json.loads``
+of each line, read in binary); target at least 0.5x the floor's records per
+second. For information, the floor's fastest form too (one reused decoder over
+decoded text, which is how the audit itself calls the parser).
+(2) Peak resident memory of a fresh process auditing the same history cut to a
+quarter against the whole of it: the audit holds one entry per loan and a
+fixed-size filter, so the two should be about equal (target: flat, ~1x).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import subprocess
+import sys
+import tempfile
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from benchmarks._harness import Row, print_table, rate
+from loanstate import HistoryAudit, default_machine
+from loanstate._events import TOP_TIMEZONE, derive_request_id
+
+LOANS = 20_000
+
+
+def write_history(path: Path, records: int, seed: int = 1) -> None:
+    """Legal lifecycles of LOANS loans, interleaved at random, one JSON object per line."""
+    machine = default_machine()
+    rng = random.Random(seed)
+    allowed = {s: sorted(machine.allowed(s)) for s in machine.statuses}
+    start = datetime(2020, 1, 1, tzinfo=TOP_TIMEZONE)
+    state: dict[str, tuple[str, datetime, int]] = {}
+    reborn = 0
+    with path.open("w", encoding="utf-8") as f:
+        for _ in range(records):
+            loan = f"FI{rng.randrange(LOANS):08d}"
+            status, at, sequence = state.get(loan, (machine.initial, start, 0))
+            if not allowed[status]:  # terminal: the loan number is reused by a new loan
+                reborn += 1
+                loan = f"{loan}R{reborn}"
+                status, at, sequence = machine.initial, start, 0
+            after = rng.choice(allowed[status])
+            at = at + timedelta(minutes=rng.randrange(1, 50_000))
+            rid = derive_request_id(loan, status, after, at, sequence=sequence)
+            record = {
+                "loan_apply_no": loan,
+                "before_status": status,
+                "after_status": after,
+                "change_time": at.isoformat(),
+                "request_id": rid,
+                "customer_id": "2088000000000001",
+            }
+            f.write(json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n")
+            state[loan] = (after, at, sequence + 1)
+
+
+def floor_loads(path: Path) -> int:
+    """Parse every line with json.loads, nothing else."""
+    count = 0
+    loads = json.loads
+    with path.open("rb") as f:
+        for line in f:
+            loads(line)
+            count += 1
+    return count
+
+
+def floor_decoder(path: Path) -> int:
+    """Parse every line with one reused decoder over decoded text (the audit's own call)."""
+    count = 0
+    decode = json.JSONDecoder().decode
+    with path.open("rb") as f:
+        for line in f:
+            decode(line.decode("utf-8"))
+            count += 1
+    return count
+
+
+def audit(path: Path) -> int:
+    """The whole audit; the generated history must come out clean."""
+    history = HistoryAudit.of_file(path)
+    findings = list(history.findings())
+    assert not findings, findings[:3]
+    assert history.summary is not None
+    return history.summary.records
+
+
+_CHILD = """
+import resource, sys
+from loanstate import HistoryAudit
+history = HistoryAudit.of_file(sys.argv[1])
+for _ in history.findings():
+    pass
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+"""
+
+
+def peak_rss(path: Path) -> float:
+    """Peak resident bytes of a fresh process auditing ``path``."""
+    out = subprocess.run(
+        [sys.executable, "-c", _CHILD, str(path)], capture_output=True, text=True, check=True, timeout=900
+    )
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def main(quick: bool = False) -> list[Row]:
+    records, repeat = (40_000, 2) if quick else (1_000_000, 3)
+    with tempfile.TemporaryDirectory(prefix="loanstate-bench-audit-") as name:
+        whole = Path(name) / "history.jsonl"
+        write_history(whole, records)
+        quarter = Path(name) / "quarter.jsonl"
+        with whole.open("rb") as src, quarter.open("wb") as dst:
+            for index, line in enumerate(src):
+                if index >= records // 4:
+                    break
+                dst.write(line)
+        ours = rate(lambda: audit(whole), repeat)
+        floor = rate(lambda: floor_loads(whole), repeat)
+        decoder = rate(lambda: floor_decoder(whole), repeat)
+        rss_quarter = peak_rss(quarter)
+        rss_whole = peak_rss(whole)
+    label = f"{records:,}"
+    rows = [
+        Row(
+            f"audit {label} records (JSONL)",
+            ours,
+            "json.loads per line (floor)",
+            floor,
+            "records/s",
+            ">= 0.5x",
+            higher_is_better=True,
+        ),
+        Row(
+            f"audit {label} records (JSONL)",
+            ours,
+            "reused decoder per line (info)",
+            decoder,
+            "records/s",
+            "",
+            higher_is_better=True,
+        ),
+        Row(
+            f"peak RSS, audit of {label} records",
+            rss_whole,
+            f"peak RSS, audit of {records // 4:,} records",
+            rss_quarter,
+            "B",
+            "flat (~1x)",
+        ),
+    ]
+    print_table("Auditing a history (loanstate audit)", rows)
+    return rows
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="small sizes, to check the benchmark runs")
+    main(parser.parse_args().quick)
