@@ -9,6 +9,7 @@ import sqlite3
 import tempfile
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from example_servicing.eager_loan_book import EagerLoanBook
@@ -121,6 +122,19 @@ def test_planted_anomalies_are_exactly_what_the_audit_finds(history: History) ->
     """The audit engine reports each planted record, with its kind, and nothing else."""
     found = sorted((f.line - 1, f.kind) for f in HistoryAudit.of_records(list(history.records)).findings())
     assert found == sorted((a.index, a.kind) for a in history.anomalies)
+
+
+@settings(max_examples=20, suppress_health_check=[HealthCheck.too_slow])
+@given(histories(anomalies=True))
+def test_history_files_audit_the_same(history: History) -> None:
+    """History.to_jsonl() and to_csv() write files the audit reads with the same findings, by line."""
+    planted = sorted((a.index, a.kind) for a in history.anomalies)
+    with tempfile.TemporaryDirectory() as directory:
+        for suffix, text, header_lines in (("jsonl", history.to_jsonl(), 0), ("csv", history.to_csv(), 1)):
+            path = Path(directory) / f"history.{suffix}"
+            path.write_text(text, encoding="utf-8", newline="")
+            found = sorted((f.line - 1 - header_lines, f.kind) for f in HistoryAudit.of_file(path).findings())
+            assert found == planted, suffix
 
 
 @settings(suppress_health_check=[HealthCheck.too_slow])

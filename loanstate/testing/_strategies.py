@@ -19,7 +19,6 @@ Every strategy takes the :class:`~loanstate.LoanMachine` it draws for
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Final
 
@@ -249,13 +248,3 @@ def lifecycles(
         customer_id=draw(_optional(texts())),
         institution_loan_no=draw(_optional(texts())),
     )
-
-
-def chain_is_legal(machine: LoanMachine, events: Sequence[LoanChangeEvent]) -> bool:
-    """Whether ``events`` (one loan, oldest first) is a legal path from the initial status."""
-    status = machine.initial
-    for event in events:
-        if event.before_status != status or not machine.is_legal(status, event.after_status):
-            return False
-        status = event.after_status
-    return True
