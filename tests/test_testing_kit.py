@@ -6,6 +6,8 @@ import json
 import re
 import shutil
 import sqlite3
+import subprocess
+import sys
 import tempfile
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
@@ -384,3 +386,14 @@ def test_postgres_store_fixture(postgres_store: SqlStore) -> None:
     postgres_store.transition("L1", after="SETTLED", at=at + timedelta(days=1))
     assert postgres_store.dialect == "postgresql"
     assert postgres_store.status("L1") == "SETTLED"
+
+
+def test_the_plugin_loads_without_hypothesis() -> None:
+    """The pytest11 plugin imports on an install without the test extra (fixtures yes, profiles no)."""
+    code = (
+        "import sys; sys.modules['hypothesis'] = None\n"
+        "import loanstate.testing.plugin as plugin\n"
+        "assert not plugin._HAS_HYPOTHESIS and callable(plugin.sqlite_store)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False, timeout=120)
+    assert done.returncode == 0, done.stderr

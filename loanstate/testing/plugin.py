@@ -32,7 +32,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
-from hypothesis import HealthCheck, settings
 
 # Database fixtures: a fresh PostgreSQL / MySQL database per test (see loanstate.testing._databases).
 from loanstate.testing._databases import (
@@ -69,14 +68,24 @@ __all__ = [
 PROFILES = {"dev": "loanstate-dev", "ci": "loanstate-ci"}
 _INI = "loanstate_hypothesis_profile"
 
-settings.register_profile(
-    PROFILES["ci"],
-    max_examples=100,
-    deadline=None,
-    print_blob=True,
-    suppress_health_check=[HealthCheck.too_slow],
-)
-settings.register_profile(PROFILES["dev"], max_examples=30, deadline=None)
+
+# The plugin is registered for every pytest run once loanstate is installed, so
+# it must load without Hypothesis (the "test" extra): then the fixtures still
+# work and the profiles are simply absent.
+try:
+    from hypothesis import HealthCheck, settings
+except ImportError:  # pragma: no cover - exercised in a subprocess by the kit's tests
+    _HAS_HYPOTHESIS = False
+else:
+    _HAS_HYPOTHESIS = True
+    settings.register_profile(
+        PROFILES["ci"],
+        max_examples=100,
+        deadline=None,
+        print_blob=True,
+        suppress_health_check=[HealthCheck.too_slow],
+    )
+    settings.register_profile(PROFILES["dev"], max_examples=30, deadline=None)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -93,8 +102,13 @@ def pytest_configure(config: pytest.Config) -> None:
     name = os.environ.get("LOANSTATE_HYPOTHESIS_PROFILE") or str(config.getini(_INI))
     if name == "auto":
         name = "ci" if os.environ.get("CI", "").lower() in ("1", "true", "yes") else "dev"
-    if name:
-        settings.load_profile(PROFILES.get(name, name))
+    if not name:
+        return
+    if not _HAS_HYPOTHESIS:
+        raise pytest.UsageError(f"{_INI} / LOANSTATE_HYPOTHESIS_PROFILE is {name!r}, but Hypothesis is not installed")
+    from hypothesis import settings
+
+    settings.load_profile(PROFILES.get(name, name))
 
 
 @pytest.fixture
