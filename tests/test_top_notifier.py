@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import logging
 import socket
+import ssl
 from datetime import UTC, datetime
 
 import httpx2
 import pytest
+import trustme
 
 from loanstate import (
     AsyncTopNotifier,
@@ -270,3 +272,36 @@ def test_random_faults_with_retries_land_each_change_once() -> None:
         assert len(gw.effects) == 60
         assert set(gw.effects.values()) == {1}
         assert any(r.fault is not None for r in gw.requests)
+
+
+def test_proxy_setting_is_passed_through() -> None:
+    """Requests go through the configured proxy: a dead proxy makes the delivery fail transiently."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with (
+        FakeTopGateway() as gw,
+        TopNotifier(gw.app_key, SECRET, url=gw.url, proxy=f"http://127.0.0.1:{port}", timeout=2.0) as notifier,
+        pytest.raises(TransientDeliveryError, match=r"Proxy|Connect"),
+    ):
+        notifier.send(EVENT)
+    assert gw.requests == []
+
+
+def test_https_with_a_private_ca() -> None:
+    """Over HTTPS the CA setting is honoured: the private CA verifies, the system store refuses (transiently)."""
+    ca = trustme.CA()
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(server_context)
+    client_context = ssl.create_default_context()
+    ca.configure_trust(client_context)
+    with FakeTopGateway(ssl_context=server_context) as gw:
+        assert gw.url.startswith("https://127.0.0.1:")
+        with TopNotifier(gw.app_key, SECRET, url=gw.url, verify=client_context) as notifier:
+            assert notifier.send(EVENT).response_code == "SUCCESS"
+        with (
+            TopNotifier(gw.app_key, SECRET, url=gw.url, trust_env=False) as notifier,
+            pytest.raises(TransientDeliveryError, match="ConnectError"),
+        ):
+            notifier.send(EVENT)
+        assert gw.effects == {EVENT.request_id: 1}

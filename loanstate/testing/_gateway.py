@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import itertools
 import random
+import ssl
 import threading
 from collections import Counter, deque
 from collections.abc import Callable, Mapping
@@ -82,6 +83,8 @@ class FakeTopGateway:
     ``clock`` is the gateway's time (for the skew check); ``keep_requests``
     bounds :attr:`requests` to the latest ones (``None``: keep all), for long
     runs such as a demo; effects and deliveries are always kept in full.
+    ``ssl_context`` (a server context) serves HTTPS, to test TLS settings such
+    as a notifier's ``verify=`` CA bundle.
     """
 
     def __init__(
@@ -97,6 +100,7 @@ class FakeTopGateway:
         port: int = 0,
         clock: Callable[[], datetime] | None = None,
         keep_requests: int | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         if host not in ("127.0.0.1", "::1", "localhost"):
             raise InvalidConfiguration("host", host, "the fake gateway listens on loopback only")
@@ -122,6 +126,7 @@ class FakeTopGateway:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._bound_port: int | None = None
+        self._ssl = ssl_context
 
     # -- configuration -----------------------------------------------------
 
@@ -144,11 +149,12 @@ class FakeTopGateway:
 
     @property
     def url(self) -> str:
-        """The full endpoint, ``http://127.0.0.1:PORT/router/rest`` (only while running)."""
+        """The full endpoint, ``http://127.0.0.1:PORT/router/rest`` (``https`` with TLS; only while running)."""
         if self._bound_port is None:
             raise InvalidConfiguration("gateway", "not running", "start it with 'with' or 'async with' first")
         host = f"[{self._host}]" if ":" in self._host else self._host
-        return f"http://{host}:{self._bound_port}{_PATH}"
+        scheme = "https" if self._ssl is not None else "http"
+        return f"{scheme}://{host}:{self._bound_port}{_PATH}"
 
     @property
     def requests(self) -> list[GatewayRequest]:
@@ -297,7 +303,7 @@ class FakeTopGateway:
         app.router.add_route("*", _PATH, self._handle)
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5, handle_signals=False)
         await runner.setup()
-        site = web.TCPSite(runner, self._host, self._port, backlog=2048, reuse_address=True)
+        site = web.TCPSite(runner, self._host, self._port, backlog=2048, reuse_address=True, ssl_context=self._ssl)
         await site.start()
         server = getattr(site, "_server", None)
         sockets = getattr(server, "sockets", None) or []
