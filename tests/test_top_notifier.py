@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import socket
 import ssl
@@ -22,7 +23,7 @@ from loanstate import (
     default_machine,
 )
 from loanstate.testing import FakeTopGateway, Fault, FaultPlan
-from loanstate.top import OutcomePolicy
+from loanstate.top import BUSINESS_PARAM, OutcomePolicy
 
 MACHINE = default_machine()
 SECRET = "test-app-secret"
@@ -46,6 +47,11 @@ FAULTS: dict[Fault, tuple[type[DeliveryError], bool]] = {
     Fault.ISV_ERROR: (PermanentDeliveryError, False),
     Fault.BUSINESS_FAILURE: (PermanentDeliveryError, False),
 }
+
+
+def sent_request_ids(gateway: FakeTopGateway) -> list[str]:
+    """The request_id inside the business parameter of every request the gateway received."""
+    return [json.loads(r.params[BUSINESS_PARAM])["request_id"] for r in gateway.requests]
 
 
 def test_success_receipt() -> None:
@@ -84,7 +90,8 @@ def test_every_fault_class_then_a_retry_with_the_same_request_id(fault: Fault) -
             assert info.value.response_code == "FAKE_BUSINESS_FAILURE"
             assert info.value.trace_id is not None
         notifier.send(EVENT)
-        assert {r.params["param_xfd_loan_change_external_request"] for r in gw.requests} == {EVENT.to_top_param()}
+        assert sent_request_ids(gw) == [EVENT.request_id, EVENT.request_id]
+        assert {r.params[BUSINESS_PARAM] for r in gw.requests} == {EVENT.to_top_param()}
         assert gw.effects == {EVENT.request_id: 1}
 
 
@@ -101,6 +108,7 @@ async def test_async_twin_classifies_faults_alike(fault: Fault) -> None:
         assert info.value.request_id == EVENT.request_id
         receipt = await notifier.send(EVENT)
         assert receipt.request_id == EVENT.request_id
+        assert sent_request_ids(gw) == [EVENT.request_id, EVENT.request_id]
         assert gw.effects == {EVENT.request_id: 1}
 
 
