@@ -11,8 +11,10 @@ from datetime import UTC, datetime, timedelta
 import httpx2
 import pytest
 from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
-from loanstate import InvalidConfiguration, LoanChangeEvent, default_machine
+from loanstate import DeliveryError, InvalidConfiguration, LoanChangeEvent, TopNotifier, default_machine
 from loanstate.testing import FakeTopGateway, Fault, FaultPlan, change_events
 from loanstate.top import BUSINESS_PARAM, CONTENT_TYPE, build_request, classify, encode_form, parse_response, sign
 
@@ -283,3 +285,72 @@ def test_keep_requests_bounds_the_record(client: httpx2.Client) -> None:
         assert [r.index for r in gw.requests] == [3, 4]
         assert len(gw.effects) == 5
         assert len(gw.delivered()) == 5
+
+
+LOST_ANSWER = (Fault.DROP, Fault.MALFORMED)
+STATEFUL_FAULTS = [None, Fault.HTTP_503, Fault.ISP_ERROR, Fault.RATE_LIMIT, Fault.ISV_ERROR, *LOST_ANSWER]
+
+
+class GatewayDeliveryMachine(RuleBasedStateMachine):
+    """Loans changing and retrying through a TopNotifier, beside a model of what must have taken effect."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gateway = FakeTopGateway(machine=MACHINE).__enter__()
+        self.notifier = TopNotifier(self.gateway.app_key, SECRET, url=self.gateway.url)
+        self.status: dict[str, str] = {}
+        self.pending: dict[str, LoanChangeEvent] = {}
+        self.applied: dict[str, list[LoanChangeEvent]] = {}
+        self.clock = 0
+
+    def _deliver(self, event: LoanChangeEvent, fault: Fault | None) -> None:
+        self.gateway.set_faults([fault])
+        try:
+            self.notifier.send(event)
+        except DeliveryError:
+            if fault in LOST_ANSWER:
+                self._applied(event)
+        else:
+            self._applied(event)
+            self.pending.pop(event.loan_apply_no, None)
+            self.status[event.loan_apply_no] = event.after_status
+
+    def _applied(self, event: LoanChangeEvent) -> None:
+        done = self.applied.setdefault(event.loan_apply_no, [])
+        if event not in done:
+            done.append(event)
+
+    @rule(loan=st.sampled_from(["A", "B", "C"]), fault=st.sampled_from(STATEFUL_FAULTS))
+    def change(self, loan: str, fault: Fault | None) -> None:
+        if loan in self.pending:
+            return  # a loan's next change waits for the one in flight (per-loan order)
+        before = self.status.get(loan, "NEW")
+        self.clock += 1
+        event = MACHINE.change(
+            loan_apply_no=loan,
+            before=before,
+            after="OVERDUE" if before == "NEW" else "NEW",
+            at=datetime(2024, 1, 1, tzinfo=UTC) + timedelta(seconds=self.clock),
+        )
+        self.pending[loan] = event
+        self._deliver(event, fault)
+
+    @rule(loan=st.sampled_from(["A", "B", "C"]), fault=st.sampled_from(STATEFUL_FAULTS))
+    def retry(self, loan: str, fault: Fault | None) -> None:
+        if loan in self.pending:
+            self._deliver(self.pending[loan], fault)
+
+    @invariant()
+    def each_change_took_effect_once_in_order(self) -> None:
+        assert set(self.gateway.effects.values()) <= {1}
+        for loan, events in self.applied.items():
+            assert self.gateway.delivered(loan) == events
+        assert self.gateway.order_violations == []
+
+    def teardown(self) -> None:
+        self.notifier.close()
+        self.gateway.__exit__(None, None, None)
+
+
+GatewayDeliveryMachine.TestCase.settings = settings(max_examples=15, stateful_step_count=15, deadline=None)
+TestGatewayDelivery = GatewayDeliveryMachine.TestCase

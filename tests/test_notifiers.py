@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from loanstate import (
     AsyncCallbackNotifier,
@@ -173,3 +175,64 @@ async def test_async_callback() -> None:
     assert seen == [event()]
     assert receipt.delivered_at == AT
     assert "record" in repr(notifier)
+
+
+def loan_is(name: str) -> Callable[[LoanChangeEvent], bool]:
+    return lambda e: e.loan_apply_no == name
+
+
+class InMemoryNotifierMachine(RuleBasedStateMachine):
+    """InMemoryNotifier beside a tiny model: a queue of scripted failures and a list of predicates."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.notifier = InMemoryNotifier(clock=fixed_clock)
+        self.queued: list[str] = []
+        self.failing_loans: list[tuple[str, str]] = []
+        self.sent: list[LoanChangeEvent] = []
+        self.attempts = 0
+
+    @rule(count=st.integers(0, 3), kind=st.sampled_from(["transient", "permanent"]))
+    def fail_next(self, count: int, kind: str) -> None:
+        error = TransientDeliveryError if kind == "transient" else PermanentDeliveryError
+        self.notifier.fail_next(count, error)
+        self.queued += [kind] * count
+
+    @rule(loan=st.integers(0, 3), kind=st.sampled_from(["transient", "permanent"]))
+    def fail_when(self, loan: int, kind: str) -> None:
+        error = TransientDeliveryError if kind == "transient" else PermanentDeliveryError
+        self.notifier.fail_when(loan_is(f"FI{loan}"), error)
+        self.failing_loans.append((f"FI{loan}", kind))
+
+    @rule()
+    def clear(self) -> None:
+        self.notifier.clear_failures()
+        self.queued.clear()
+        self.failing_loans.clear()
+
+    @rule(loan=st.integers(0, 3))
+    def send(self, loan: int) -> None:
+        e = event(loan)
+        expected = self.queued.pop(0) if self.queued else None
+        if expected is None:
+            expected = next((kind for name, kind in self.failing_loans if name == e.loan_apply_no), None)
+        outcome: str
+        try:
+            self.notifier.send(e)
+            outcome = "ok"
+        except TransientDeliveryError:
+            outcome = "transient"
+        except PermanentDeliveryError:
+            outcome = "permanent"
+        self.attempts += 1
+        if expected is None:
+            self.sent.append(e)
+        assert outcome == (expected or "ok")
+
+    @invariant()
+    def records_agree(self) -> None:
+        assert self.notifier.sent == self.sent
+        assert len(self.notifier.attempts) == self.attempts
+
+
+TestInMemoryNotifierMachine = InMemoryNotifierMachine.TestCase
