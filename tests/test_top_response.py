@@ -106,6 +106,7 @@ TABLE: list[tuple[str, int, bytes, OutcomeKind, float | None]] = [
     ("http 429", 429, b"", OutcomeKind.TRANSIENT, 1.0),
     ("http 404", 404, b"", OutcomeKind.PERMANENT, None),
     ("http 403", 403, b"", OutcomeKind.PERMANENT, None),
+    ("redirect", 302, b"", OutcomeKind.PERMANENT, None),
     ("unreadable", 200, b"<html>", OutcomeKind.TRANSIENT, None),
     ("empty", 200, b"", OutcomeKind.TRANSIENT, None),
     (

@@ -1,11 +1,11 @@
 """One classification of every delivery outcome: success, transient or permanent.
 
-The table (also in the docs, "Delivering to Alibaba"):
+The table (also in the docs, "Deliver to Alibaba"):
 
 ========================================================  ============  ==========================
 what happened                                             outcome       suggested wait
 ========================================================  ============  ==========================
-``result.success`` true (or ``response_code`` SUCCESS)   success
+``result.success`` true (or ``response_code`` SUCCESS)    success
 business code in ``OutcomePolicy.already_done``           success       (``already_done`` is set)
 business code in ``OutcomePolicy.retryable``              transient
 ``result.success`` false, any other code                  permanent
@@ -19,7 +19,7 @@ platform code 10 (service unavailable)                    transient     ``unavai
 platform codes 24-31, 40, 41, 43                          permanent
 ``sub_code`` ``isp.*``                                    transient
 ``sub_code`` ``isv.*``                                    permanent
-other HTTP 4xx; any other error                           permanent
+other HTTP 1xx, 3xx, 4xx; any other error                 permanent
 ========================================================  ============  ==========================
 
 Codes in the policy's sets are matched against the business ``response_code``
@@ -257,7 +257,7 @@ def classify(
         if wait is None and http_status == 429:
             wait = policy.rate_limit_wait
         return Outcome(OutcomeKind.TRANSIENT, f"HTTP {http_status} from the gateway", http_status, retry_after=wait)
-    if http_status >= 400 or http_status < 200:
+    if not 200 <= http_status < 300:  # 1xx, 3xx (redirects are not followed: a wrong URL), 4xx
         return Outcome(OutcomeKind.PERMANENT, f"HTTP {http_status} from the gateway", http_status)
     try:
         response = parse_response(body, content_type=content_type)
