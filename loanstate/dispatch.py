@@ -142,12 +142,18 @@ class _Core(Generic[N]):
         if exc.retry_after is None:
             return True
         # A long rate-limit window is waited out durably, not by holding a lease.
-        return exc.retry_after if exc.retry_after <= self.retry.in_process_timeout / 2 else False
+        return max(exc.retry_after, 0.001) if exc.retry_after <= self.retry.in_process_timeout / 2 else False
+
+    def _first_wait(self, first: Exception) -> float:
+        """The wait before the second try: the platform's window, or the policy's first backoff."""
+        hint = self._quick_retry(first)
+        return float(hint) if not isinstance(hint, bool) else min(self.retry.backoff(1), self.retry.in_process_timeout)
 
     def _context(self) -> Any:
+        """The in-process retries after a first failed try (so one attempt fewer)."""
         return stamina.retry_context(
             on=self._quick_retry,
-            attempts=max(self.retry.attempts, 1),
+            attempts=max(self.retry.attempts - 1, 1),
             timeout=self.retry.in_process_timeout,
             wait_initial=self.retry.wait_initial,
             wait_max=min(self.retry.wait_max, self.retry.in_process_timeout),
@@ -246,11 +252,24 @@ class Dispatcher(_Core[Notifier]):
                 signal.signal(sig, old)
 
     def _deliver(self, claim: Claim, stop: threading.Event | None) -> tuple[Outcome, Receipt | Exception]:
-        tries = 0
+        tries = 1
+        try:
+            # The common case costs one call; stamina only steps in after a transient failure.
+            receipt = self.notifier.send(claim.event)
+            return self._success(claim, receipt, tries), receipt
+        except Exception as exc:
+            first: Exception = exc
+            if self.retry.attempts < 2 or not self._quick_retry(first) or (stop is not None and stop.is_set()):
+                return self._failure(claim, first, tries), first
+            wait_s = self._first_wait(first)
+        if stop is not None and stop.wait(wait_s):
+            return self._failure(claim, first, tries), first
+        if stop is None:
+            time.sleep(wait_s)
         try:
             for attempt in self._context():
                 with attempt:
-                    if tries and stop is not None and stop.is_set():
+                    if stop is not None and stop.is_set():
                         break
                     tries += 1
                     receipt = self.notifier.send(claim.event)
@@ -333,11 +352,26 @@ class AsyncDispatcher(_Core[AsyncNotifier]):
                 loop.remove_signal_handler(sig)
 
     async def _deliver(self, claim: Claim, stop: asyncio.Event | None) -> tuple[Outcome, Receipt | Exception]:
-        tries = 0
+        tries = 1
+        try:
+            receipt = await self.notifier.send(claim.event)
+            return self._success(claim, receipt, tries), receipt
+        except Exception as exc:
+            first: Exception = exc
+            if self.retry.attempts < 2 or not self._quick_retry(first) or (stop is not None and stop.is_set()):
+                return self._failure(claim, first, tries), first
+            wait_s = self._first_wait(first)
+        if stop is None:
+            await asyncio.sleep(wait_s)
+        else:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), wait_s)
+            if stop.is_set():
+                return self._failure(claim, first, tries), first
         try:
             async for attempt in self._context():
                 with attempt:
-                    if tries and stop is not None and stop.is_set():
+                    if stop is not None and stop.is_set():
                         break
                     tries += 1
                     receipt = await self.notifier.send(claim.event)
