@@ -73,12 +73,7 @@ def _text_problem(value: object) -> str:
 
 def _is_text(value: object) -> bool:
     """1-64 printable characters (no control or format characters), not all white space."""
-    return (
-        value.__class__ is str
-        and 0 < len(value) <= MAX_FIELD_LENGTH
-        and value.isprintable()
-        and not value.isspace()
-    )
+    return value.__class__ is str and 0 < len(value) <= MAX_FIELD_LENGTH and value.isprintable() and not value.isspace()
 
 
 # Validators run on every event made, so each decides the common case in one
