@@ -298,14 +298,18 @@ class SqlStore:
             return
         # Somebody changed a loan between our read and our write: name it. The
         # caller's transaction (or our savepoint) rolls back whatever we wrote.
-        for name, row in read.items():
-            now_row = conn.execute(
+        found = {}
+        for name in read:
+            found[name] = conn.execute(
                 sa.select(loans.c.status, loans.c.version).where(loans.c.loan_apply_no == name)
             ).first()
-            if now_row is None or (now_row.version != row.version and now_row.version != version[name]):
-                raise ConcurrentChange(name, expected=row.status, actual=None if now_row is None else now_row.status)
-        first = next(iter(read.values()))
-        raise ConcurrentChange(first.loan_apply_no, expected=first.status, actual=None)
+        # A loan we did not move to the state we meant is the one another writer took.
+        lost = next(
+            (n for n, r in found.items() if r is None or (r.version, r.status) != (version[n], status[n])),
+            next(iter(read)),
+        )
+        current = found[lost]
+        raise ConcurrentChange(lost, expected=read[lost].status, actual=None if current is None else current.status)
 
     def status(self, loan_apply_no: str) -> str:
         """The loan's current status; :class:`~loanstate.UnknownLoan` if it was never opened."""
