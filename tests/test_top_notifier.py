@@ -8,6 +8,7 @@ import socket
 import ssl
 from datetime import UTC, datetime
 
+import aiohttp
 import httpx2
 import pytest
 import trustme
@@ -313,3 +314,44 @@ def test_https_with_a_private_ca() -> None:
         ):
             notifier.send(EVENT)
         assert gw.effects == {EVENT.request_id: 1}
+
+
+async def test_async_https_proxy_and_own_session() -> None:
+    """The async twin honours a private CA, a proxy setting, and leaves a passed-in session open."""
+    ca = trustme.CA()
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(server_context)
+    client_context = ssl.create_default_context()
+    ca.configure_trust(client_context)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead_port = s.getsockname()[1]
+    async with FakeTopGateway(ssl_context=server_context) as gw:
+        async with AsyncTopNotifier(gw.app_key, SECRET, url=gw.url, verify=client_context) as notifier:
+            assert (await notifier.send(EVENT)).response_code == "SUCCESS"
+        async with AsyncTopNotifier(gw.app_key, SECRET, url=gw.url, trust_env=False) as notifier:
+            with pytest.raises(TransientDeliveryError, match=r"Certificate|SSL"):
+                await notifier.send(EVENT)
+        proxied = AsyncTopNotifier(
+            gw.app_key, SECRET, url=gw.url, verify=client_context, proxy=f"http://127.0.0.1:{dead_port}", timeout=2.0
+        )
+        async with proxied as notifier:
+            with pytest.raises(TransientDeliveryError, match="connection to the gateway failed"):
+                await notifier.send(EVENT)
+        async with aiohttp.ClientSession() as session:
+            notifier = AsyncTopNotifier(gw.app_key, SECRET, url=gw.url, verify=client_context, client=session)
+            await notifier.send(EVENT)
+            await notifier.aclose()
+            assert not session.closed
+        assert gw.effects == {EVENT.request_id: 1}
+        assert len(gw.requests) == 2
+
+
+def test_async_settings_are_checked() -> None:
+    """A non-positive timeout, no connections, or a client certificate without verification are refused."""
+    with pytest.raises(InvalidConfiguration, match="timeout"):
+        AsyncTopNotifier("k", SECRET, url="https://h/", timeout=0)
+    with pytest.raises(InvalidConfiguration, match="max_connections"):
+        AsyncTopNotifier("k", SECRET, url="https://h/", max_connections=0)
+    with pytest.raises(InvalidConfiguration, match="cert"):
+        AsyncTopNotifier("k", SECRET, url="https://h/", verify=False, cert="client.pem")

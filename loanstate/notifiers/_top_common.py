@@ -1,0 +1,171 @@
+"""What both TOP notifiers share: settings checks, request preparation, reply interpretation.
+
+The HTTP clients differ (``httpx2`` for :class:`~loanstate.TopNotifier`,
+aiohttp for :class:`~loanstate.AsyncTopNotifier`); everything that decides
+what is sent and what a reply means lives here, once.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Final
+from urllib.parse import urlsplit
+
+from loanstate._errors import DeliveryError, InvalidConfiguration, TransientDeliveryError
+from loanstate._events import LoanChangeEvent
+from loanstate.notifiers._base import Receipt
+from loanstate.top import (
+    CONTENT_TYPE,
+    FORMATS,
+    SIGN_METHODS,
+    OutcomePolicy,
+    TopRequest,
+    build_request,
+    classify,
+    partner_id,
+    transport_failure,
+)
+
+__all__ = ["PRODUCTION_URL", "Clock", "TopProtocol", "check_url", "no_answer"]
+
+#: The platform's production gateway.
+PRODUCTION_URL: Final = "https://gw.api.taobao.com/router/rest"
+
+Clock = Callable[[], datetime]
+
+log = logging.getLogger("loanstate.notifiers.top")
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_url(url: str) -> str:
+    """``url`` if it is HTTPS, or HTTP to a loopback address, without query or fragment."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise InvalidConfiguration("url", url, "expected an http(s) URL such as " + PRODUCTION_URL)
+    if parts.scheme == "http" and not _is_loopback(parts.hostname):
+        raise InvalidConfiguration("url", url, "HTTPS is required except for loopback addresses")
+    if parts.query or parts.fragment:
+        raise InvalidConfiguration("url", url, "must not carry a query string or fragment")
+    return url
+
+
+def log_failure(event: LoanChangeEvent, error: DeliveryError) -> None:
+    """One DEBUG line per failed attempt: ids and the reason, never credentials."""
+    kind = "transient" if isinstance(error, TransientDeliveryError) else "permanent"
+    log.debug(
+        "%s failure request_id=%s loan_apply_no=%s: %s", kind, event.request_id, event.loan_apply_no, error.message
+    )
+
+
+def no_answer(event: LoanChangeEvent, exc: BaseException, *, timed_out: bool) -> DeliveryError:
+    """The transient error for a request that got no HTTP answer (timeout, refused, reset, dropped)."""
+    # Only the exception's type and text are kept: the client's exception may
+    # reference the signed request, so it is never chained as the cause.
+    what = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    reason = "no answer from the gateway in time" if timed_out else "connection to the gateway failed"
+    error = transport_failure(f"{reason} ({what})").error(event.request_id)
+    log_failure(event, error)
+    return error
+
+
+class TopProtocol:
+    """The settings of one notifier; prepares signed requests and interprets replies."""
+
+    def __init__(
+        self,
+        app_key: str,
+        app_secret: str,
+        *,
+        url: str,
+        sign_method: str,
+        clock: Clock | None,
+        format: str,
+        simplify: bool,
+        policy: OutcomePolicy,
+        session: str | None,
+        target_app_key: str | None,
+        partner: str | None,
+    ) -> None:
+        if not app_key.strip():
+            raise InvalidConfiguration("app_key", app_key, "must not be blank")
+        if not app_secret.strip():
+            # The value of a secret is never echoed, not even a wrong one.
+            raise InvalidConfiguration("app_secret", "<hidden>", "must not be blank")
+        if sign_method not in SIGN_METHODS:
+            raise InvalidConfiguration("sign_method", sign_method, f"expected one of {', '.join(sorted(SIGN_METHODS))}")
+        if format not in FORMATS:
+            raise InvalidConfiguration("format", format, "expected 'json' or 'xml'")
+        self.app_key = app_key
+        self._app_secret = app_secret
+        self.url = check_url(url)
+        self.sign_method = sign_method
+        self.format = format
+        self.simplify = simplify
+        self.policy = policy
+        self.clock: Clock = clock or _utc_now
+        self._session = session
+        self._target_app_key = target_app_key
+        self._partner = partner
+        self.headers = {"Content-Type": CONTENT_TYPE, "User-Agent": partner or partner_id()}
+
+    def prepare(self, event: LoanChangeEvent) -> TopRequest:
+        """Encode and sign ``event`` now (the clock gives the timestamp)."""
+        return build_request(
+            event,
+            app_key=self.app_key,
+            app_secret=self._app_secret,
+            now=self.clock(),
+            sign_method=self.sign_method,
+            format=self.format,
+            simplify=self.simplify,
+            session=self._session,
+            target_app_key=self._target_app_key,
+            partner=self._partner,
+        )
+
+    def target(self, request: TopRequest) -> str:
+        """The URL to POST ``request`` to: the gateway with the system parameters (no signature)."""
+        return f"{self.url}?{request.query_string()}"
+
+    def interpret(
+        self,
+        event: LoanChangeEvent,
+        status: int,
+        body: bytes,
+        *,
+        content_type: str | None,
+        retry_after: str | None,
+    ) -> Receipt:
+        """The receipt for a reply that says the change took effect; raises the delivery error otherwise."""
+        outcome = classify(status, body, content_type=content_type, retry_after=retry_after, policy=self.policy)
+        if outcome.ok:
+            log.debug(
+                "delivered request_id=%s loan_apply_no=%s trace_id=%s%s",
+                event.request_id,
+                event.loan_apply_no,
+                outcome.trace_id,
+                " (already done)" if outcome.already_done else "",
+            )
+            return outcome.receipt(event.request_id, self.clock())
+        error = outcome.error(event.request_id)
+        log_failure(event, error)
+        raise error
+
+    def describe(self, cls: str) -> str:
+        """The notifier's repr: app key, URL and sign method, never the secret."""
+        return f"{cls}(app_key={self.app_key!r}, url={self.url!r}, sign_method={self.sign_method!r})"
