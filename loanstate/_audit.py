@@ -39,9 +39,11 @@ import codecs
 import csv
 import io
 import json
+import operator
 import os
+import re
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO, Any, Final, Literal
 
@@ -71,6 +73,11 @@ SNIFF_BYTES: Final = 64 * 1024
 _CHUNK_BYTES: Final = 1 << 22
 # Up to this many candidate duplicates, the confirming pass searches raw bytes; beyond, it re-reads.
 _FIND_AT_MOST: Final = 32
+_BATCH_LINES: Final = 256
+_NOTHING: Final[frozenset[str]] = frozenset()
+# surrogateescape turns each undecodable byte into a lone surrogate U+DC80..U+DCFF.
+_UNDECODABLE: Final = re.compile("[\udc80-\udcff]")
+_UNDECODABLE_AT_MOST: Final = 16
 #: Default Bloom filter size in bits (32 MiB): about 5e-5 false candidates per record at 1M records.
 DEFAULT_BLOOM_BITS: Final = 1 << 28
 
@@ -150,10 +157,13 @@ class _Bad:
     reason: str
 
 
-# A source yields (line, record) pairs, record a mapping or _Bad. It is called
-# again for the confirming pass with the candidate request_ids: it may then
-# yield only the records that can carry one of them (a superset is fine).
-_Source = Callable[[ProgressCallback | None, Collection[str] | None], Iterator[tuple[int, object]]]
+# A source yields batches: (line of the first record, records on consecutive
+# lines), a record being a mapping, a _Bad, or None for a blank line. Batches
+# keep the per-record cost out of generator hops. It is called again for the
+# confirming pass with the candidate request_ids: it may then yield only the
+# records that can carry one of them (a superset is fine).
+_Batch = tuple[int, Sequence[object]]
+_Source = Callable[[ProgressCallback | None, Collection[str] | None], Iterator[_Batch]]
 
 
 @attrs.define
@@ -211,10 +221,8 @@ class HistoryAudit:
         A record's ``line`` in findings is its 1-based position.
         """
 
-        def source(
-            on_progress: ProgressCallback | None, wanted: Collection[str] | None
-        ) -> Iterator[tuple[int, object]]:
-            return enumerate(records, start=1)
+        def source(on_progress: ProgressCallback | None, wanted: Collection[str] | None) -> Iterator[_Batch]:
+            return iter([(1, records)])
 
         return cls(source, machine or default_machine(), None, bloom_bits)
 
@@ -226,7 +234,11 @@ class HistoryAudit:
         machine = self.machine
         canonical = {s: s for s in machine.statuses}
         table = {s: machine.allowed(s) for s in machine.statuses}
-        loans: dict[str, tuple[str, datetime, int]] = {}
+        # Per loan: its last after_status, the instant (naive UTC, so comparing is cheap), the line, the
+        # time as written, and the optional fields (already checked, so a repeat needs no check).
+        loans: dict[str, tuple[str, datetime, int, str, str | None, str | None]] = {}
+        offsets: dict[str, timedelta] = {}
+        offsets_get = offsets.get
         counts = dict.fromkeys(FINDING_KINDS, 0)
         # At most 2**19 blocks: the block index takes 19 of the hash's low 30 bits.
         blocks = min(1 << 19, max(1, 1 << (max(self.bloom_bits >> 9, 1) - 1).bit_length()))
@@ -239,134 +251,206 @@ class HistoryAudit:
         rid_ok = _REQUEST_ID.fullmatch
         parse_time = datetime.fromisoformat
 
-        for line, record in self._source(self.on_progress, None):
-            records += 1
-            if record.__class__ is not dict:
-                if isinstance(record, _Bad):
-                    counts["malformed"] += 1
-                    yield AuditFinding("malformed", line, record.reason)
-                    continue
-                if not isinstance(record, Mapping):
-                    counts["malformed"] += 1
-                    yield AuditFinding("malformed", line, f"not an object: {_short(record)}")
-                    continue
-            get: Callable[[str], Any] = record.get
-            loan = get("loan_apply_no")
-            before = get("before_status")
-            after = get("after_status")
-            moment = get("change_time")
-            rid = get("request_id")
+        table_get = table.get
+        required = operator.itemgetter(*_REQUIRED)
+        fast = 0
 
-            # request_ids go into the filter even on a malformed record, so the
-            # confirming pass (which reads only request_ids) agrees with this one.
-            rid_valid = rid.__class__ is str and rid_ok(rid) is not None
-            if rid_valid:
-                # A blocked Bloom filter: both bits in one 64-byte block (one cache
-                # miss); indexes come from a 30-bit slice so the arithmetic stays on small ints.
-                h = hash(rid)
-                lo = h & 0x3FFFFFFF
-                o1 = ((lo & block_mask) << 6) | ((lo >> 19) & 63)
-                o2 = (o1 & ~63) | ((h >> 40) & 63)
-                b1 = 1 << (lo >> 27)
-                b2 = 1 << ((h >> 46) & 7)
-                if bloom[o1] & b1 and bloom[o2] & b2:
-                    candidates[rid] = None
-                else:
-                    bloom[o1] |= b1
-                    bloom[o2] |= b2
-
-            known_before = before.__class__ is str and before in canonical
-            known_after = after.__class__ is str and after in canonical
-            if moment.__class__ is str:
+        for first, batch in self._source(self.on_progress, None):
+            line = first - 1
+            for record in batch:
+                line += 1
+                # The fast path: a well-formed, legal record that continues its loan's
+                # chain forward in time. Any doubt (a missing field, a wrong type, an
+                # unknown status...) raises or fails a test, and the full checks below
+                # decide. Nothing is written until every test has passed.
                 try:
-                    moment = parse_time(moment)
-                except ValueError:
-                    moment = None  # reported below, from the raw value
-            customer_id = get("customer_id")
-            institution_loan_no = get("institution_loan_no")
-            # A loan already on record has a valid loan_apply_no: skip checking it again.
-            previous = loans_get(loan) if loan.__class__ is str else None
-            if not (
-                known_before
-                and known_after
-                and rid_valid
-                and (previous is not None or (loan.__class__ is str and text_ok(loan)))
-                and moment.__class__ is datetime
-                and moment.utcoffset() is not None
-            ) or not (
-                (customer_id is None or (customer_id.__class__ is str and text_ok(customer_id)))
-                and (
-                    institution_loan_no is None
-                    or (institution_loan_no.__class__ is str and text_ok(institution_loan_no))
-                )
-            ):
-                bad = _field_problems(record, canonical, moment)
-                if bad:
-                    counts["malformed"] += 1
-                    yield AuditFinding(
-                        "malformed",
-                        line,
-                        "; ".join(f"{k}: {v}" for k, v in bad.items()),
-                        loan if loan.__class__ is str else None,
-                        rid if rid_valid else None,
+                    fields: Any = record
+                    loan, before, after, raw_time, rid = required(fields)
+                    # "...+08:00": the naive part parses fast and compares fast once
+                    # shifted to UTC (aware datetimes of distinct tzinfos compare slowly).
+                    suffix = raw_time[-6:]
+                    offset = offsets_get(suffix)
+                    if offset is None:
+                        offset = _learn_offset(offsets, suffix)
+                    utc = parse_time(raw_time[:-6]) - offset
+                    previous = loans_get(loan)
+                    customer_id = fields.get("customer_id")
+                    institution_loan_no = fields.get("institution_loan_no")
+                    if (
+                        after in table_get(before, _NOTHING)
+                        and rid_ok(rid) is not None
+                        and utc.tzinfo is None
+                        and (
+                            (previous is not None and previous[0] == before and utc >= previous[1])
+                            or (previous is None and text_ok(loan))
+                        )
+                        # The optional fields usually repeat the loan's previous values, already checked.
+                        and (
+                            customer_id is None
+                            or (previous is not None and customer_id == previous[4])
+                            or text_ok(customer_id)
+                        )
+                        and (
+                            institution_loan_no is None
+                            or (previous is not None and institution_loan_no == previous[5])
+                            or text_ok(institution_loan_no)
+                        )
+                    ):
+                        h = hash(rid)
+                        lo = h & 0x3FFFFFFF
+                        o1 = ((lo & block_mask) << 6) | ((lo >> 19) & 63)
+                        o2 = (o1 & ~63) | ((h >> 40) & 63)
+                        b1 = 1 << (lo >> 27)
+                        b2 = 1 << ((h >> 46) & 7)
+                        if bloom[o1] & b1 and bloom[o2] & b2:
+                            candidates[rid] = None
+                        else:
+                            bloom[o1] |= b1
+                            bloom[o2] |= b2
+                        loans[loan] = (canonical[after], utc, line, raw_time, customer_id, institution_loan_no)
+                        fast += 1
+                        continue
+                except (KeyError, TypeError, ValueError, AttributeError):
+                    pass
+                if record.__class__ is not dict:
+                    if record is None:
+                        continue
+                    if isinstance(record, _Bad):
+                        records += 1
+                        counts["malformed"] += 1
+                        yield AuditFinding("malformed", line, record.reason)
+                        continue
+                    if not isinstance(record, Mapping):
+                        records += 1
+                        counts["malformed"] += 1
+                        yield AuditFinding("malformed", line, f"not an object: {_short(record)}")
+                        continue
+                records += 1
+                get: Callable[[str], Any] = record.get
+                loan = get("loan_apply_no")
+                before = get("before_status")
+                after = get("after_status")
+                moment = get("change_time")
+                rid = get("request_id")
+
+                # request_ids go into the filter even on a malformed record, so the
+                # confirming pass (which reads only request_ids) agrees with this one.
+                rid_valid = rid.__class__ is str and rid_ok(rid) is not None
+                if rid_valid:
+                    # A blocked Bloom filter: both bits in one 64-byte block (one cache
+                    # miss); indexes come from a 30-bit slice so the arithmetic stays on small ints.
+                    h = hash(rid)
+                    lo = h & 0x3FFFFFFF
+                    o1 = ((lo & block_mask) << 6) | ((lo >> 19) & 63)
+                    o2 = (o1 & ~63) | ((h >> 40) & 63)
+                    b1 = 1 << (lo >> 27)
+                    b2 = 1 << ((h >> 46) & 7)
+                    if bloom[o1] & b1 and bloom[o2] & b2:
+                        candidates[rid] = None
+                    else:
+                        bloom[o1] |= b1
+                        bloom[o2] |= b2
+
+                known_before = before.__class__ is str and before in canonical
+                known_after = after.__class__ is str and after in canonical
+                if moment.__class__ is str:
+                    try:
+                        moment = parse_time(moment)
+                    except ValueError:
+                        moment = None  # reported below, from the raw value
+                customer_id = get("customer_id")
+                institution_loan_no = get("institution_loan_no")
+                # A loan already on record has a valid loan_apply_no: skip checking it again.
+                previous = loans_get(loan) if loan.__class__ is str else None
+                if not (
+                    known_before
+                    and known_after
+                    and rid_valid
+                    and (previous is not None or (loan.__class__ is str and text_ok(loan)))
+                    and moment.__class__ is datetime
+                    and moment.utcoffset() is not None
+                ) or not (
+                    (customer_id is None or (customer_id.__class__ is str and text_ok(customer_id)))
+                    and (
+                        institution_loan_no is None
+                        or (institution_loan_no.__class__ is str and text_ok(institution_loan_no))
                     )
-                    continue
-            # From here every field is well formed (statuses may be unknown).
-            if not (known_before and known_after):
-                unknown = [
-                    f"{name} {value!r}"
-                    for name, value, known in (
-                        ("before_status", before, known_before),
-                        ("after_status", after, known_after),
-                    )
-                    if not known
-                ]
-                counts["unknown-status"] += 1
-                yield AuditFinding(
-                    "unknown-status",
-                    line,
-                    f"unknown status: {', '.join(unknown)} (known: {', '.join(sorted(canonical))})",
-                    loan,
-                    rid,
-                )
-            elif after not in table[before]:
-                why = "not a change (same status)" if before == after else "not a legal transition"
-                options = ", ".join(sorted(table[before])) or "none (terminal)"
-                counts["illegal-pair"] += 1
-                yield AuditFinding(
-                    "illegal-pair",
-                    line,
-                    f"{before!r} -> {after!r}: {why}; allowed after {before!r}: {options}",
-                    loan,
-                    rid,
-                )
-            if previous is not None:
-                prev_after, prev_time, prev_line = previous
-                if known_before and before != prev_after:
-                    counts["chain-break"] += 1
+                ):
+                    bad = _field_problems(record, canonical, moment)
+                    if bad:
+                        counts["malformed"] += 1
+                        yield AuditFinding(
+                            "malformed",
+                            line,
+                            "; ".join(f"{k}: {v}" for k, v in bad.items()),
+                            loan if loan.__class__ is str else None,
+                            rid if rid_valid else None,
+                        )
+                        continue
+                # From here every field is well formed (statuses may be unknown).
+                utc = moment.astimezone(UTC).replace(tzinfo=None)
+                if not (known_before and known_after):
+                    unknown = [
+                        f"{name} {value!r}"
+                        for name, value, known in (
+                            ("before_status", before, known_before),
+                            ("after_status", after, known_after),
+                        )
+                        if not known
+                    ]
+                    counts["unknown-status"] += 1
                     yield AuditFinding(
-                        "chain-break",
+                        "unknown-status",
                         line,
-                        f"loan {loan!r} changes from {before!r}, but its previous change "
-                        f"(line {prev_line}) left it {prev_after!r}",
+                        f"unknown status: {', '.join(unknown)} (known: {', '.join(sorted(canonical))})",
                         loan,
                         rid,
                     )
-                if moment < prev_time:
-                    counts["time-backwards"] += 1
+                elif after not in table[before]:
+                    why = "not a change (same status)" if before == after else "not a legal transition"
+                    options = ", ".join(sorted(table[before])) or "none (terminal)"
+                    counts["illegal-pair"] += 1
                     yield AuditFinding(
-                        "time-backwards",
+                        "illegal-pair",
                         line,
-                        f"loan {loan!r} changes at {moment.isoformat()}, before its previous change "
-                        f"(line {prev_line}) at {prev_time.isoformat()}",
+                        f"{before!r} -> {after!r}: {why}; allowed after {before!r}: {options}",
                         loan,
                         rid,
                     )
-            loans[loan] = (canonical.get(after, after), moment, line)
+                if previous is not None:
+                    prev_after, prev_utc, prev_line, prev_text, _, _ = previous
+                    if known_before and before != prev_after:
+                        counts["chain-break"] += 1
+                        yield AuditFinding(
+                            "chain-break",
+                            line,
+                            f"loan {loan!r} changes from {before!r}, but its previous change "
+                            f"(line {prev_line}) left it {prev_after!r}",
+                            loan,
+                            rid,
+                        )
+                    if utc < prev_utc:
+                        counts["time-backwards"] += 1
+                        yield AuditFinding(
+                            "time-backwards",
+                            line,
+                            f"loan {loan!r} changes at {moment.isoformat()}, before its previous change "
+                            f"(line {prev_line}) at {prev_text}",
+                            loan,
+                            rid,
+                        )
+                loans[loan] = (
+                    canonical.get(after, after),
+                    utc,
+                    line,
+                    moment.isoformat(),
+                    get("customer_id"),
+                    get("institution_loan_no"),
+                )
 
         if candidates:
             first_line: dict[str, tuple[int, str | None]] = {}
-            for line, record in self._source(self.on_progress, candidates):
+            for line, record in _records(self._source(self.on_progress, candidates)):
                 if not isinstance(record, Mapping):
                     continue
                 rid = record.get("request_id")
@@ -387,7 +471,18 @@ class HistoryAudit:
                     loan,
                     rid,
                 )
-        self.summary = AuditSummary(self.name, records, len(loans), counts)
+        self.summary = AuditSummary(self.name, records + fast, len(loans), counts)
+
+
+def _learn_offset(offsets: dict[str, timedelta], suffix: str) -> timedelta:
+    """The UTC offset an ISO 8601 suffix like ``+08:00`` names (remembered); ValueError if it is not one."""
+    if len(suffix) != 6 or suffix[0] not in "+-" or suffix[3] != ":" or not (suffix[1:3] + suffix[4:]).isdigit():
+        raise ValueError(suffix)
+    offset = timedelta(hours=int(suffix[1:3]), minutes=int(suffix[4:]))
+    if offset >= timedelta(hours=24):
+        raise ValueError(suffix)
+    offsets[suffix] = -offset if suffix[0] == "-" else offset
+    return offsets[suffix]
 
 
 def _field_problems(record: Mapping[str, Any], canonical: Mapping[str, str], moment: object) -> dict[str, str]:
@@ -450,11 +545,17 @@ def _sniff(path: str, encoding: str) -> bytes:
         raise UnreadableInput(path, f"cannot read: {exc.strerror or exc}") from None
     if b"\x00" in head or sum(head.count(b) for b in _BINARY_BYTES) > max(8, len(head) // 100):
         raise UnreadableInput(path, "is a binary file, not a JSON Lines or CSV history")
-    try:
-        codecs.getincrementaldecoder(codec.name)().decode(head, final=len(head) < SNIFF_BYTES)
-    except UnicodeDecodeError as exc:
+    # A stray bad line is a malformed record; many undecodable bytes up front mean
+    # the whole file is in another encoding, which is worth saying at once.
+    text = codecs.getincrementaldecoder(codec.name)(errors="surrogateescape").decode(
+        head, final=len(head) < SNIFF_BYTES
+    )
+    undecodable = len(_UNDECODABLE.findall(text))
+    if undecodable > _UNDECODABLE_AT_MOST:
         hint = " (if it is GBK, pass --encoding gbk)" if codec.name == "utf-8" else ""
-        raise UnreadableInput(path, f"is not {codec.name} text (byte {exc.start}){hint}") from None
+        raise UnreadableInput(
+            path, f"is not {codec.name} text ({undecodable} undecodable bytes in its first {len(head)}){hint}"
+        )
     return head
 
 
@@ -518,35 +619,42 @@ class _JsonlSource:
     path: str
     encoding: str
 
-    def __call__(
-        self, on_progress: ProgressCallback | None, wanted: Collection[str] | None
-    ) -> Iterator[tuple[int, object]]:
+    def __call__(self, on_progress: ProgressCallback | None, wanted: Collection[str] | None) -> Iterator[_Batch]:
         if wanted is not None:
             yield from self._mentioning(on_progress, wanted)
             return
         decode = json.JSONDecoder().decode
         encoding = self.encoding
-        line = 0
+        line = 1  # the number of the line that starts the block
         with Path(self.path).open("rb") as f:
             for block in _blocks(f, on_progress, "checking"):
                 if block is None:
+                    yield line, (_Bad(f"longer than {MAX_RECORD_BYTES} bytes"),)
                     line += 1
-                    yield line, _Bad(f"longer than {MAX_RECORD_BYTES} bytes")
                     continue
-                lines = block.split(b"\n")
+                valid = True
+                try:
+                    lines = block.decode(encoding).split("\n")
+                except UnicodeDecodeError:
+                    # Keep the bytes recoverable; the line-by-line reader reports the bad line.
+                    lines = block.decode(encoding, errors="surrogateescape").split("\n")
+                    valid = False
                 if not lines[-1]:
                     lines.pop()
-                for raw in lines:
-                    line += 1
+                # Small batches: the parsed records die young, which keeps the
+                # garbage collector's full passes (and their cost) rare.
+                for start in range(0, len(lines), _BATCH_LINES):
+                    part = lines[start : start + _BATCH_LINES]
                     try:
-                        yield line, decode(raw.decode(encoding))
-                    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
-                        if raw.strip():
-                            yield line, _read_bad_line(raw, line, exc, encoding)
+                        if not valid:
+                            raise ValueError
+                        records: list[object] = [decode(text) for text in part]  # the fast path
+                    except ValueError:  # a bad or blank line: read this batch line by line
+                        records = [_read_line(text, line + i, encoding) for i, text in enumerate(part)]
+                    yield line, records
+                    line += len(part)
 
-    def _mentioning(
-        self, on_progress: ProgressCallback | None, wanted: Collection[str]
-    ) -> Iterator[tuple[int, object]]:
+    def _mentioning(self, on_progress: ProgressCallback | None, wanted: Collection[str]) -> Iterator[_Batch]:
         """Only the records whose line contains one of ``wanted``, found by ``bytes.find`` over whole blocks.
 
         request_ids are plain ASCII (``[A-Za-z0-9_-]``), so they appear verbatim in
@@ -577,14 +685,28 @@ class _JsonlSource:
                     start = block.rfind(b"\n", 0, at) + 1
                     end = block.find(b"\n", at) + 1 or len(block)
                     line += block.count(b"\n", pos, start)
-                    raw = block[start:end]
-                    try:
-                        yield line, json.loads(raw.decode(encoding))
-                    except ValueError as exc:
-                        yield line, _read_bad_line(raw, line, exc, encoding)
+                    text = block[start:end].decode(encoding, errors="surrogateescape")
+                    yield line, (_read_line(text, line, encoding),)
                     pos = end
                     line += 1
                 line += block.count(b"\n", pos)
+
+
+def _records(batches: Iterator[_Batch]) -> Iterator[tuple[int, object]]:
+    """(line, record) for every record of the batches (blank lines left out)."""
+    for first, batch in batches:
+        for offset, record in enumerate(batch):
+            if record is not None:
+                yield first + offset, record
+
+
+def _read_line(text: str, line: int, encoding: str) -> object:
+    """One line's record, or why it is not one; ``None`` if blank. Undecodable bytes come as surrogateescapes."""
+    raw = text.encode(encoding, errors="surrogateescape")
+    try:
+        return json.loads(raw.decode(encoding))
+    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
+        return _read_bad_line(raw, line, exc, encoding) if raw.strip() else None
 
 
 def _read_bad_line(raw: bytes, line: int, exc: ValueError, encoding: str) -> object:
@@ -613,7 +735,11 @@ class _CsvSource:
     encoding: str
     header: list[str]
 
-    def __call__(
+    def __call__(self, on_progress: ProgressCallback | None, wanted: Collection[str] | None) -> Iterator[_Batch]:
+        for line, record in self._rows(on_progress, wanted):
+            yield line, (record,)
+
+    def _rows(
         self, on_progress: ProgressCallback | None, wanted: Collection[str] | None
     ) -> Iterator[tuple[int, object]]:
         # Rows may span lines (quoted newlines), so the confirming pass reads them all again.
