@@ -168,6 +168,14 @@ def test_answers_in_the_requested_shape(client: httpx2.Client, fmt: str, simplif
         assert classify(response.status_code, response.content, content_type=response.headers["content-type"]).ok
 
 
+def test_xml_is_the_default_reply_format(client: httpx2.Client) -> None:
+    """Without a format parameter the gateway answers XML, as the platform does."""
+    with FakeTopGateway() as gw:
+        response = post(client, gw, _drop(signed(change()), "format"))
+        assert response.content.startswith(b"<?xml")
+        assert classify(response.status_code, response.content).ok
+
+
 def test_get_requests_work_too(client: httpx2.Client) -> None:
     """Every parameter in the query string of a GET is read like a POST's."""
     with FakeTopGateway() as gw:

@@ -289,9 +289,11 @@ class FakeTopGateway:
             raise asyncio.CancelledError  # nothing more to say on a connection that is gone
         if fault is Fault.MALFORMED:
             return web.Response(body=_MALFORMED, content_type="application/json", charset="utf-8")
+        # The platform answers XML unless asked otherwise; an invalid format gets JSON.
+        reply_format = params.get("format", "xml")
         body, content_type = render(
             answer,
-            format=params.get("format", "xml") if params.get("format") in ("json", "xml") else "json",
+            format=reply_format if reply_format in ("json", "xml") else "json",
             simplify=params.get("simplify", "").lower() == "true",
         )
         return web.Response(body=body, headers={"Content-Type": content_type})
