@@ -25,6 +25,7 @@ wins over both for the URL.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import stat
 import sys
@@ -371,6 +372,8 @@ def deliver(db: str | None, config: str | None, once: bool, concurrency: int, ti
     from loanstate.dispatch import Dispatcher
     from loanstate.notifiers.top import TopNotifier
 
+    # The dispatcher and stamina log retries and parked loans: an operator wants them on stderr.
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     s = settings(config, db)
     _require(
         {"LOANSTATE_APP_KEY": s.app_key, "LOANSTATE_APP_SECRET": s.app_secret},
