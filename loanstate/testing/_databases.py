@@ -156,6 +156,7 @@ def _start_postgres(workdir: Path) -> Server | str:
         executor.start()
     except Exception as exc:
         return f"starting PostgreSQL from {pg_ctl} failed: {exc}"
+
     def stop() -> None:
         executor.stop()
 
