@@ -99,11 +99,26 @@ def _check_request_id(inst: object, attribute: attrs.Attribute[Any], value: Any)
         raise InvalidEvent({"request_id": f"must be 1-64 characters of [A-Za-z0-9_-], got {value!r}"})
 
 
-def _check_after(inst: LoanChangeEvent, attribute: attrs.Attribute[Any], value: Any) -> None:
+# Status names every built LoanMachine declared. They passed the definition's
+# name rule, which is stricter than the text rule, so membership settles the
+# common case with one set lookup. Only ever grows by the statuses of machines
+# a program builds: a handful of short strings.
+_DECLARED_STATUSES: Final[set[str]] = set()
+
+
+def _check_status(inst: object, attribute: attrs.Attribute[Any], value: Any) -> None:
     if not (
-        value.__class__ is str and 0 < len(value) <= MAX_FIELD_LENGTH and value.isprintable() and not value.isspace()
+        value.__class__ is str
+        and (
+            value in _DECLARED_STATUSES
+            or (0 < len(value) <= MAX_FIELD_LENGTH and value.isprintable() and not value.isspace())
+        )
     ):
-        raise InvalidEvent({"after_status": _text_problem(value)})
+        raise InvalidEvent({attribute.name: _text_problem(value)})
+
+
+def _check_after(inst: LoanChangeEvent, attribute: attrs.Attribute[Any], value: Any) -> None:
+    _check_status(inst, attribute, value)
     if value == inst.before_status:
         raise InvalidEvent({"after_status": f"must differ from before_status, both are {value!r}"})
 
@@ -163,7 +178,7 @@ class LoanChangeEvent:
     """
 
     loan_apply_no: str = attrs.field(validator=_check_text)
-    before_status: str = attrs.field(validator=_check_text)
+    before_status: str = attrs.field(validator=_check_status)
     after_status: str = attrs.field(validator=_check_after)
     change_time: datetime = attrs.field(validator=_check_time)
     request_id: str = attrs.field(validator=_check_request_id)
@@ -283,8 +298,8 @@ def _parse_time(raw: object) -> datetime | str:
 _ATTRS: Final = {a.name: a for a in attrs.fields(LoanChangeEvent)}
 _FIELD_CHECKS: Final = {
     "loan_apply_no": _check_text,
-    "before_status": _check_text,
-    "after_status": _check_text,
+    "before_status": _check_status,
+    "after_status": _check_status,
     "change_time": _check_time,
     "request_id": _check_request_id,
     "customer_id": _check_optional_text,

@@ -30,7 +30,7 @@ from loanstate._definition import (
     read_file,
 )
 from loanstate._errors import IllegalTransition, InvalidDefinition, InvalidEvent
-from loanstate._events import LoanChangeEvent, _check_time, derive_request_id
+from loanstate._events import _DECLARED_STATUSES, LoanChangeEvent, _check_time, derive_request_id
 
 __all__ = ["LoanMachine", "Transition", "default_machine"]
 
@@ -90,6 +90,7 @@ class LoanMachine:
                     if candidate.dest == after:
                         found.append((name, candidate))
             guarded[(before, after)] = tuple(found)
+        _DECLARED_STATUSES.update(definition.statuses)
         set_ = object.__setattr__
         set_(self, "_definition", definition)
         set_(self, "_table", MappingProxyType({s: frozenset(a) for s, a in table.items()}))
