@@ -91,7 +91,7 @@ def test_sigkilled_dispatchers_lose_nothing_and_never_reorder(db_url: sa.URL) ->
             if process.stdout.readline().strip() != "delivering":
                 process.wait(30)
                 break  # nothing left to deliver before the kill: the run is over early
-            time.sleep(rng.uniform(0.0, 0.4))
+            time.sleep(rng.uniform(0.0, 0.3))
             process.send_signal(signal.SIGKILL)
             process.wait(30)
             process.stdout.close()
