@@ -10,6 +10,7 @@ signature is the digest in upper-case hex. Pure functions: no clock, no I/O.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 from collections.abc import Mapping
@@ -30,13 +31,19 @@ def sendable(key: str, value: str) -> bool:
     return bool(key) and bool(value) and not key.isspace() and not value.isspace()
 
 
+@functools.lru_cache(maxsize=256)
+def _signed_order(keys: tuple[str, ...]) -> tuple[str, ...]:
+    """The keys that take part, sorted; requests of one client repeat the same few key sets."""
+    return tuple(sorted(k for k in keys if k and k != "sign" and not k.isspace()))
+
+
 def signing_string(params: Mapping[str, str]) -> bytes:
     """The exact bytes the signature covers (without the secret)."""
-    # sendable() inlined: this runs for every request and the call overhead
-    # is a third of the cost of signing.
-    return "".join(
-        [k + v for k, v in sorted(params.items()) if v and k and k != "sign" and not v.isspace() and not k.isspace()]
-    ).encode("utf-8")
+    # The sorted key order is cached per key set and the blank-value test
+    # inlined: this runs for every request, and sorting was a third of it.
+    return "".join([k + v for k in _signed_order(tuple(params)) if (v := params[k]) and not v.isspace()]).encode(
+        "utf-8"
+    )
 
 
 def _check_method(sign_method: str) -> None:
