@@ -74,8 +74,8 @@ def test_success_receipt() -> None:
 def test_every_fault_class_then_a_retry_with_the_same_request_id(fault: Fault) -> None:
     """Each injected fault raises its documented class; the retry carries the same request_id and lands once."""
     expected, took_effect = FAULTS[fault]
-    plan = FaultPlan.sequence(fault, hang=1.0, retry_after=4)
-    with FakeTopGateway(faults=plan) as gw, TopNotifier(gw.app_key, SECRET, url=gw.url, timeout=0.3) as notifier:
+    plan = FaultPlan.sequence(fault, hang=3.0, retry_after=4)
+    with FakeTopGateway(faults=plan) as gw, TopNotifier(gw.app_key, SECRET, url=gw.url, timeout=1.0) as notifier:
         with pytest.raises(expected) as info:
             notifier.send(EVENT)
         assert type(info.value) is expected
@@ -101,8 +101,8 @@ async def test_async_twin_classifies_faults_alike(fault: Fault) -> None:
     """The async notifier raises the same class for each fault and its retry lands exactly once."""
     expected, _ = FAULTS[fault]
     async with (
-        FakeTopGateway(faults=FaultPlan.sequence(fault, hang=1.0)) as gw,
-        AsyncTopNotifier(gw.app_key, SECRET, url=gw.url, timeout=0.3) as notifier,
+        FakeTopGateway(faults=FaultPlan.sequence(fault, hang=3.0)) as gw,
+        AsyncTopNotifier(gw.app_key, SECRET, url=gw.url, timeout=1.0) as notifier,
     ):
         with pytest.raises(expected) as info:
             await notifier.send(EVENT)
