@@ -145,6 +145,20 @@ def test_replay_gets_the_first_answer_and_takes_no_effect(client: httpx2.Client)
         assert [r.took_effect for r in gw.requests] == [True, False]
 
 
+def test_a_reused_request_id_is_reported(client: httpx2.Client) -> None:
+    """A request_id sent again with a different change is answered as a replay and listed in conflicts."""
+    with FakeTopGateway(machine=MACHINE) as gw:
+        post(client, gw, signed(change()))
+        other = MACHINE.change(
+            loan_apply_no="FI1", before="NEW", after="SETTLED", at=change().change_time, request_id=change().request_id
+        )
+        post(client, gw, signed(other))
+        post(client, gw, signed(change()))
+        assert gw.delivered() == [change()]
+        assert len(gw.conflicts) == 1
+        assert "SETTLED" in gw.conflicts[0]
+
+
 def test_order_violations_and_delivered_per_loan(client: httpx2.Client) -> None:
     """An event whose before_status is not the loan's last after_status is reported; delivered() filters by loan."""
     with FakeTopGateway(machine=MACHINE) as gw:
@@ -354,6 +368,7 @@ class GatewayDeliveryMachine(RuleBasedStateMachine):
         for loan, events in self.applied.items():
             assert self.gateway.delivered(loan) == events
         assert self.gateway.order_violations == []
+        assert self.gateway.conflicts == []
 
     def teardown(self) -> None:
         self.notifier.close()

@@ -118,10 +118,11 @@ class FakeTopGateway:
         self._counter = itertools.count()
         self._requests: deque[GatewayRequest] = deque(maxlen=keep_requests)
         self._effects: Counter[str] = Counter()
-        self._answers: dict[str, Answer] = {}
+        self._answers: dict[str, tuple[Answer, LoanChangeEvent]] = {}
         self._delivered: list[LoanChangeEvent] = []
         self._last_after: dict[str, str] = {}
         self._violations: list[str] = []
+        self._conflicts: list[str] = []
         self._runner: web.AppRunner | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -174,6 +175,12 @@ class FakeTopGateway:
         with self._lock:
             return list(self._violations)
 
+    @property
+    def conflicts(self) -> list[str]:
+        """One line per replayed ``request_id`` that carried a *different* change (it took no effect)."""
+        with self._lock:
+            return list(self._conflicts)
+
     def delivered(self, loan_apply_no: str | None = None) -> list[LoanChangeEvent]:
         """The events that took effect, in order; only one loan's with ``loan_apply_no``."""
         with self._lock:
@@ -217,11 +224,16 @@ class FakeTopGateway:
         elif fault is Fault.BUSINESS_FAILURE:
             answer = success_answer(rid, f"trace-{rid}", success=False, code="FAKE_BUSINESS_FAILURE")
         elif checked.request_id in self._answers:
-            answer = self._answers[checked.request_id]
+            answer, first = self._answers[checked.request_id]
             replay = True
+            if first.to_top_param() != checked.to_top_param():
+                self._conflicts.append(
+                    f"request_id {checked.request_id} reused: first {first.to_top_param()}, "
+                    f"now {checked.to_top_param()}"
+                )
         else:
             answer = success_answer(rid, f"trace-{rid}")
-            self._answers[checked.request_id] = answer
+            self._answers[checked.request_id] = (answer, checked)
             self._take_effect(checked)
             took_effect = True
         lost = fault in (Fault.TIMEOUT, Fault.DROP)
