@@ -41,7 +41,7 @@ from typing import Any, Final, Generic, TypeVar
 import attrs
 import stamina
 
-from loanstate._errors import DeliveryError, PermanentDeliveryError, TransientDeliveryError
+from loanstate._errors import DeliveryError, InvalidConfiguration, PermanentDeliveryError, TransientDeliveryError
 from loanstate._events import LoanChangeEvent
 from loanstate.notifiers._base import AsyncNotifier, Notifier, Receipt
 from loanstate.store import Claim, Outcome, SqlStore
@@ -133,7 +133,11 @@ class _Core(Generic[N]):
 
     def __attrs_post_init__(self) -> None:
         if self.concurrency < 1:
-            raise ValueError(f"concurrency must be at least 1, got {self.concurrency}")
+            raise InvalidConfiguration("concurrency", self.concurrency, "must be at least 1")
+        if not 0 < len(self.worker_id) <= 128:
+            raise InvalidConfiguration("worker_id", self.worker_id, "must be 1-128 characters")
+        if self.lease <= timedelta(0):
+            raise InvalidConfiguration("lease", self.lease, "must be positive")
 
     def _quick_retry(self, exc: Exception) -> bool | float:
         """stamina's hook: retry transient errors in process, honouring a short ``retry_after``."""
@@ -293,8 +297,8 @@ class Dispatcher(_Core[Notifier]):
                 claims = outbox.settle_and_claim(
                     [r[0] for r in done_results], self.worker_id, limit=free, lease=self.lease
                 )
-                self._after_commit(done_results)
-                done_results = []
+                committed, done_results = done_results, []
+                self._after_commit(committed)
                 for claim in claims:
                     inflight[pool.submit(self._deliver, claim, stop)] = claim
                 if not inflight:
@@ -398,8 +402,8 @@ class AsyncDispatcher(_Core[AsyncNotifier]):
                     limit=free,
                     lease=self.lease,
                 )
-                self._after_commit(done_results)
-                done_results = []
+                committed, done_results = done_results, []
+                self._after_commit(committed)
                 inflight.update(asyncio.create_task(self._deliver(claim, stop)) for claim in claims)
                 if not inflight:
                     if stopping or not forever:

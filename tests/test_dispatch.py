@@ -22,6 +22,7 @@ from loanstate import (
     CallbackNotifier,
     Dispatcher,
     InMemoryNotifier,
+    InvalidConfiguration,
     InvalidEvent,
     LoanChangeEvent,
     PermanentDeliveryError,
@@ -306,3 +307,14 @@ async def test_async_run_forever_stops_on_its_event(store: SqlStore) -> None:
     stop.set()
     report = await asyncio.wait_for(task, 30)
     assert (report.delivered, report.pending) == (4, 0)
+
+
+def test_bad_settings_are_refused(store: SqlStore) -> None:
+    """A concurrency below 1, an empty or over-long worker_id, or a non-positive lease raise InvalidConfiguration."""
+    notifier = InMemoryNotifier()
+    with pytest.raises(InvalidConfiguration, match="concurrency"):
+        Dispatcher(store, notifier, concurrency=0)
+    with pytest.raises(InvalidConfiguration, match="worker_id"):
+        Dispatcher(store, notifier, worker_id="w" * 129)
+    with pytest.raises(InvalidConfiguration, match="lease"):
+        Dispatcher(store, notifier, lease=timedelta(0))
