@@ -254,8 +254,12 @@ def demo(  # noqa: PLR0917 - click passes every option by name anyway
     except Exception as exc:
         from sqlalchemy.exc import IntegrityError
 
-        if isinstance(exc, IntegrityError):
-            raise InputError(f"the database already holds this seed's demo loans: use an empty one ({db})") from None
+        from loanstate._errors import InvalidEvent
+
+        if isinstance(exc, IntegrityError) or (isinstance(exc, InvalidEvent) and "already open" in str(exc)):
+            raise InputError(
+                f"{db} already holds this seed's demo loans: use an empty database or another --seed"
+            ) from None
         raise
     finally:
         if reporter is not None:
