@@ -224,3 +224,12 @@ def test_debug_flag_shows_the_traceback(tmp_path: Path) -> None:
     assert result.returncode != 0
     assert "Traceback" in result.stderr
     assert "UnreadableInput" in result.stderr
+
+
+def test_audit_progress_bar_goes_to_stderr(tmp_path: Path) -> None:
+    """``--progress`` draws on stderr and leaves stdout to the report."""
+    path = tmp_path / "history.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in history_records(3)), encoding="utf-8")
+    result = run("audit", path, "--progress", "--format", "json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["summary"]["records"] == 9

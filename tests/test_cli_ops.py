@@ -219,3 +219,11 @@ def test_outbox_status_retry_and_skip_resolve_a_parked_loan(loans_db: tuple[str,
     final = run("outbox", "status", "--db", url)
     assert final.returncode == 0, final.stdout
     assert "no parked loans" in final.stdout
+
+
+def test_demo_live_progress_goes_to_stderr() -> None:
+    """``demo --progress`` draws its bars on stderr; the summary table is on stdout."""
+    result = run("demo", "--loans", "30", "--seed", "2", "--progress")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "delivering" in result.stderr
+    assert "per-loan order held" in result.stdout
