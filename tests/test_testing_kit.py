@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import shutil
@@ -31,14 +32,22 @@ from strategies import (
     statuses,
 )
 
-from loanstate import IllegalTransition, InvalidDefinition, LoanChangeEvent, LoanMachine, default_machine
+from loanstate import (
+    IllegalTransition,
+    InvalidDefinition,
+    LoanChangeEvent,
+    LoanMachine,
+    TransientDeliveryError,
+    default_machine,
+)
 from loanstate._audit import HistoryAudit
-from loanstate.dispatch import Dispatcher
+from loanstate.dispatch import Dispatcher, RetryPolicy
 from loanstate.notifiers import InMemoryNotifier, TopNotifier
 from loanstate.store import SqlStore
 from loanstate.testing import (
     ANOMALY_KINDS,
     AnomalyKind,
+    DeliveryFaults,
     FakeTopGateway,
     History,
     LoanLifecycleStateMachine,
@@ -250,7 +259,7 @@ def _steps(notes: Sequence[str]) -> list[str]:
 
 def test_the_planted_bug_is_found_and_shrunk() -> None:
     """Notifying before the commit is caught, and the counterexample shrinks to at most three steps."""
-    quick = settings(database=None, max_examples=200, phases=[Phase.generate, Phase.shrink])
+    quick = settings(database=None, max_examples=200, phases=[Phase.generate, Phase.shrink], report_multiple_bugs=False)
     with pytest.raises(AssertionError, match=r"notified \[.+\], but the legal changes made were") as info:
         run_state_machine_as_test(EagerLoanBookLifecycle, settings=quick)
     steps = _steps(getattr(info.value, "__notes__", []))
@@ -296,14 +305,21 @@ def test_a_custom_lifecycle_is_driven() -> None:
 
 
 class DurableAdapter:
-    """SqlStore (SQLite file) + Dispatcher + InMemoryNotifier: what is notified is what the dispatcher delivered."""
+    """SqlStore (SQLite file) + Dispatcher + InMemoryNotifier: what is notified is what the dispatcher delivered.
+
+    It lets the kit fail deliveries (DeliveryFaults): a failed event waits in the
+    outbox for its backoff on the store's clock, which only ``settle`` moves on
+    (so deliveries visibly lag, and no test sleeps); ``settle`` then drains it.
+    """
 
     def __init__(self) -> None:
         self.directory = tempfile.mkdtemp(prefix="loanstate-kit-")
-        self.store = SqlStore(f"sqlite:///{self.directory}/loans.sqlite3")
+        self.now = datetime(2026, 1, 1, tzinfo=UTC)
+        self.store = SqlStore(f"sqlite:///{self.directory}/loans.sqlite3", clock=lambda: self.now)
         self.store.create_schema()
         self.notifier = InMemoryNotifier()
-        self.dispatcher = Dispatcher(self.store, self.notifier, concurrency=2)
+        retry = RetryPolicy(attempts=1, wait_initial=1.0, wait_jitter=0.0)
+        self.dispatcher = Dispatcher(self.store, self.notifier, concurrency=2, retry=retry)
 
     def open_loan(self, loan_apply_no: str, *, at: datetime) -> None:
         self.store.open_loan(loan_apply_no, at=at)
@@ -318,6 +334,17 @@ class DurableAdapter:
         self.dispatcher.run_once()
         return self.notifier.sent
 
+    def fail_deliveries(self, count: int) -> None:
+        self.notifier.fail_next(count)
+
+    def settle(self) -> None:
+        self.notifier.clear_failures()  # the outage is over
+        for _ in range(10):
+            self.now += timedelta(hours=1)  # past any backoff
+            if self.dispatcher.run_once().pending == 0:
+                return
+        raise AssertionError("the outbox did not drain in 10 dispatcher runs")
+
     def close(self) -> None:
         self.store.close()
         shutil.rmtree(self.directory, ignore_errors=True)
@@ -331,8 +358,70 @@ class DurableLifecycle(LoanLifecycleStateMachine):
 
 
 def test_the_durable_path_passes_the_kit() -> None:
-    """SqlStore + Dispatcher: statuses agree, illegal changes leave no trace, delivery is exact and in order."""
-    run_state_machine_as_test(DurableLifecycle, settings=settings(max_examples=10, stateful_step_count=15))
+    """SqlStore + Dispatcher, deliveries failing at random: nothing lost, nothing extra, in order per loan."""
+    adapter = DurableAdapter()
+    try:
+        assert isinstance(adapter, DeliveryFaults)
+    finally:
+        adapter.close()
+    run_state_machine_as_test(DurableLifecycle, settings=settings(max_examples=10, stateful_step_count=20))
+
+
+class FlakyPlatformAdapter(LoanBookAdapter):
+    """The fixed loan book, with deliveries that can fail: it has no outbox to fall back on."""
+
+    def fail_deliveries(self, count: int) -> None:
+        self.notifier.fail_next(count)
+
+    def settle(self) -> None:
+        """The outage is over; nothing is pending in a loan book that sends at once."""
+        self.notifier.clear_failures()
+
+
+class FlakyPlatformLifecycle(LoanLifecycleStateMachine):
+    """The fixed loan book under the kit, deliveries failing at random."""
+
+    def make_adapter(self) -> ServicingAdapter:
+        return FlakyPlatformAdapter(LoanBook)
+
+
+class ShrugLoanBook(LoanBook):
+    """Commits, then notifies, and shrugs off a failed delivery (logs it and moves on): the change is never told."""
+
+    def change(self, loan_apply_no: str, *, after: str, at: datetime) -> LoanChangeEvent:
+        with self.db:
+            event = self.machine.change(
+                loan_apply_no=loan_apply_no, before=self.status(loan_apply_no), after=after, at=at
+            )
+            self._record(event)
+        with contextlib.suppress(TransientDeliveryError):  # "the platform will catch up" (nothing retries)
+            self.notifier.send(event)
+        return event
+
+
+class ShrugLifecycle(LoanLifecycleStateMachine):
+    """The shrugging loan book under the kit, deliveries failing at random."""
+
+    def make_adapter(self) -> ServicingAdapter:
+        return FlakyPlatformAdapter(ShrugLoanBook)
+
+
+def test_a_swallowed_delivery_failure_is_found() -> None:
+    """A notification that never arrives is found (by settle(), or by a later one arriving first), in a few steps."""
+    quick = settings(database=None, max_examples=300, phases=[Phase.generate, Phase.shrink], report_multiple_bugs=False)
+    with pytest.raises(AssertionError, match=r"loan '.*': notified .*(but the legal changes|not a beginning)") as info:
+        run_state_machine_as_test(ShrugLifecycle, settings=quick)
+    steps = _steps(getattr(info.value, "__notes__", []))
+    assert {"deliveries_fail", "open_loan", "change"} <= set(steps)
+    assert len(steps) <= 5, steps
+
+
+def test_a_lost_notification_is_found() -> None:
+    """Committing then notifying, without an outbox, loses the notification when the platform fails."""
+    quick = settings(database=None, phases=[Phase.generate, Phase.shrink], report_multiple_bugs=False)
+    with pytest.raises(AssertionError, match=r"the legal change .* was refused: TransientDeliveryError") as info:
+        run_state_machine_as_test(FlakyPlatformLifecycle, settings=quick)
+    assert sorted(_steps(getattr(info.value, "__notes__", []))) == ["change", "deliveries_fail", "open_loan"]
 
 
 # -- the pytest plugin's fixtures ---------------------------------------------------

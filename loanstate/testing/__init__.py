@@ -11,7 +11,7 @@ from loanstate.testing._gateway import FakeTopGateway, GatewayRequest
 try:
     from loanstate.testing._definitions import MISTAKES, BrokenDefinition, broken_definitions, definitions
     from loanstate.testing._histories import ANOMALY_KINDS, AnomalyKind, History, PlantedAnomaly, histories
-    from loanstate.testing._stateful import LoanLifecycleStateMachine, ServicingAdapter
+    from loanstate.testing._stateful import DeliveryFaults, LoanLifecycleStateMachine, ServicingAdapter
     from loanstate.testing._strategies import (
         change_events,
         change_times,
@@ -33,6 +33,7 @@ __all__ = [
     "MISTAKES",
     "AnomalyKind",
     "BrokenDefinition",
+    "DeliveryFaults",
     "FakeTopGateway",
     "Fault",
     "FaultPlan",
