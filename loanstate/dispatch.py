@@ -32,6 +32,7 @@ import socket
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from datetime import timedelta
@@ -138,6 +139,11 @@ class _Core(Generic[N]):
             raise InvalidConfiguration("worker_id", self.worker_id, "must be 1-128 characters")
         if self.lease <= timedelta(0):
             raise InvalidConfiguration("lease", self.lease, "must be positive")
+
+    @property
+    def _prefetch(self) -> int:
+        """How many events to hold claimed: the slots, and as many again ready to start."""
+        return 2 * self.concurrency
 
     def _quick_retry(self, exc: Exception) -> bool | float:
         """stamina's hook: retry transient errors in process, honouring a short ``retry_after``."""
@@ -288,19 +294,32 @@ class Dispatcher(_Core[Notifier]):
         outbox = self.store.outbox
         outbox.release(self.worker_id)  # leases a crashed predecessor left under this id
         inflight: dict[Future[tuple[Outcome, Receipt | Exception]], Claim] = {}
+        # Claimed, not yet started: a slot that frees starts its next event without
+        # waiting for a database round trip (each is the head of a different loan).
+        ready: deque[Claim] = deque()
         done_results: list[tuple[Outcome, Receipt | Exception]] = []
         pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="loanstate-dispatch")
+
+        def start_ready() -> None:
+            while ready and len(inflight) < self.concurrency:
+                claim = ready.popleft()
+                inflight[pool.submit(self._deliver, claim, stop)] = claim
+
         try:
             while True:
                 stopping = stop is not None and stop.is_set()
-                free = 0 if stopping else self.concurrency - len(inflight)
-                claims = outbox.settle_and_claim(
-                    [r[0] for r in done_results], self.worker_id, limit=free, lease=self.lease
-                )
-                committed, done_results = done_results, []
-                self._after_commit(committed)
-                for claim in claims:
-                    inflight[pool.submit(self._deliver, claim, stop)] = claim
+                if stopping:
+                    ready.clear()  # released with every other lease on the way out
+                start_ready()
+                want = 0 if stopping else self._prefetch - len(inflight) - len(ready)
+                if done_results or want > 0:
+                    claims = outbox.settle_and_claim(
+                        [r[0] for r in done_results], self.worker_id, limit=want, lease=self.lease
+                    )
+                    committed, done_results = done_results, []
+                    self._after_commit(committed)
+                    ready.extend(claims)
+                    start_ready()
                 if not inflight:
                     if stopping or not forever:
                         break
@@ -390,21 +409,32 @@ class AsyncDispatcher(_Core[AsyncNotifier]):
         outbox = self.store.outbox
         await asyncio.to_thread(outbox.release, self.worker_id)
         inflight: set[asyncio.Task[tuple[Outcome, Receipt | Exception]]] = set()
+        ready: deque[Claim] = deque()  # claimed, not yet started (see Dispatcher)
         done_results: list[tuple[Outcome, Receipt | Exception]] = []
+
+        def start_ready() -> None:
+            while ready and len(inflight) < self.concurrency:
+                inflight.add(asyncio.create_task(self._deliver(ready.popleft(), stop)))
+
         try:
             while True:
                 stopping = stop is not None and stop.is_set()
-                free = 0 if stopping else self.concurrency - len(inflight)
-                claims = await asyncio.to_thread(
-                    outbox.settle_and_claim,
-                    [r[0] for r in done_results],
-                    self.worker_id,
-                    limit=free,
-                    lease=self.lease,
-                )
-                committed, done_results = done_results, []
-                self._after_commit(committed)
-                inflight.update(asyncio.create_task(self._deliver(claim, stop)) for claim in claims)
+                if stopping:
+                    ready.clear()
+                start_ready()
+                want = 0 if stopping else self._prefetch - len(inflight) - len(ready)
+                if done_results or want > 0:
+                    claims = await asyncio.to_thread(
+                        outbox.settle_and_claim,
+                        [r[0] for r in done_results],
+                        self.worker_id,
+                        limit=want,
+                        lease=self.lease,
+                    )
+                    committed, done_results = done_results, []
+                    self._after_commit(committed)
+                    ready.extend(claims)
+                    start_ready()
                 if not inflight:
                     if stopping or not forever:
                         break
