@@ -4,6 +4,7 @@ Usage: ``python tests/_worker.py COMMAND URL [ARGS...]``:
 
 * ``serve-slow URL``: run_forever with a notifier taking 20 ms per event;
   prints ``delivering`` once the first event went out and the report at exit.
+* ``serve-slow-async URL``: the same with the AsyncDispatcher.
 * ``deliver URL GATEWAY_URL WORKER_ID LEASE_S CONCURRENCY``: run_forever
   through a TopNotifier to a FakeTopGateway until the outbox is empty (or
   killed); prints ``delivering`` after the first delivery, the report at exit.
@@ -13,6 +14,7 @@ Usage: ``python tests/_worker.py COMMAND URL [ARGS...]``:
 
 from __future__ import annotations
 
+import asyncio
 import random
 import sys
 import threading
@@ -21,9 +23,12 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 from loanstate import (
+    AsyncCallbackNotifier,
+    AsyncDispatcher,
     CallbackNotifier,
     ConcurrentChange,
     Dispatcher,
+    DispatchReport,
     LoanChangeEvent,
     RetryPolicy,
     SqlStore,
@@ -41,6 +46,26 @@ def serve_slow(url: str) -> None:
             print("delivering", flush=True)
 
     report = Dispatcher(store, CallbackNotifier(slow), concurrency=4, poll_interval=0.05).run_forever()
+    print(f"delivered={report.delivered}", flush=True)
+
+
+def serve_slow_async(url: str) -> None:
+    store = SqlStore(url)
+
+    async def slow(event: LoanChangeEvent) -> None:
+        await asyncio.sleep(0.02)
+        if not started.is_set():
+            started.set()
+            print("delivering", flush=True)
+
+    started = asyncio.Event()
+
+    async def main() -> DispatchReport:
+        return await AsyncDispatcher(
+            store, AsyncCallbackNotifier(slow), concurrency=4, poll_interval=0.05
+        ).run_forever()
+
+    report = asyncio.run(main())
     print(f"delivered={report.delivered}", flush=True)
 
 
@@ -99,5 +124,10 @@ def transition(url: str, loans: str, rounds: str, seed: str) -> None:
 
 if __name__ == "__main__":
     command, *args = sys.argv[1:]
-    commands: dict[str, Callable[..., None]] = {"serve-slow": serve_slow, "deliver": deliver, "transition": transition}
+    commands: dict[str, Callable[..., None]] = {
+        "serve-slow": serve_slow,
+        "serve-slow-async": serve_slow_async,
+        "deliver": deliver,
+        "transition": transition,
+    }
     commands[command](*args)

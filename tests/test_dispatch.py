@@ -256,14 +256,15 @@ def test_run_forever_stops_when_asked_and_holds_no_lease(store: SqlStore) -> Non
     assert_delivered_in_order(store, names + more, notifier.sent)
 
 
-def test_sigterm_stops_a_dispatcher_process_gracefully(tmp_path: Path) -> None:
-    """SIGTERM: the process stops claiming, finishes in-flight deliveries, releases its leases and exits 0."""
+@pytest.mark.parametrize("command", ["serve-slow", "serve-slow-async"])
+def test_sigterm_stops_a_dispatcher_process_gracefully(tmp_path: Path, command: str) -> None:
+    """SIGTERM: the process (sync or asyncio) stops claiming, finishes in-flight work, releases its leases, exits 0."""
     url = f"sqlite:///{tmp_path / 'outbox.db'}"
     store = SqlStore(url)
     store.create_schema()
     populate(store, loans=200, changes=1)
     process = subprocess.Popen(
-        [sys.executable, str(HERE / "_worker.py"), "serve-slow", url],
+        [sys.executable, str(HERE / "_worker.py"), command, url],
         stdout=subprocess.PIPE,
         text=True,
         env={**os.environ, "PYTHONPATH": str(HERE.parent)},

@@ -198,6 +198,12 @@ def is_retryable(exc: BaseException) -> bool:
 
 def retrying(fn: Callable[[], T]) -> T:
     """Run ``fn`` (one whole transaction), again on a retryable database error."""
+    try:
+        # The usual case pays for no retry machinery; stamina steps in after a first failure.
+        return fn()
+    except Exception as exc:
+        if not is_retryable(exc):
+            raise
     for attempt in stamina.retry_context(
         on=is_retryable, attempts=20, timeout=60.0, wait_initial=0.005, wait_max=0.5, wait_jitter=0.05
     ):

@@ -15,7 +15,7 @@ from loanstate._errors import ConcurrentChange, InvalidEvent, UnknownLoan
 from loanstate._events import LoanChangeEvent, _check_text, derive_request_id
 from loanstate._machine import LoanMachine, default_machine
 from loanstate.store import _schema as schema
-from loanstate.store._dialects import READ_ONLY, insert_if_absent, make_engine, retrying
+from loanstate.store._dialects import READ_ONLY, UtcDateTime, insert_if_absent, make_engine, retrying
 from loanstate.store._outbox import Outbox
 from loanstate.store._records import Change, OutboxEntry, OutboxStatus
 
@@ -25,6 +25,27 @@ T = TypeVar("T")
 
 # Bound parameters per statement stay well under every engine's limit (SQLite: 32766).
 _CHUNK: Final = 500
+
+# Statements built once: a change then only binds values (construction and cache
+# lookups are a large share of a one-change transaction's cost).
+_READ_LOANS: Final = sa.select(
+    schema.loans.c.loan_apply_no,
+    schema.loans.c.status,
+    schema.loans.c.version,
+    schema.loans.c.customer_id,
+    schema.loans.c.institution_loan_no,
+).where(schema.loans.c.loan_apply_no.in_(sa.bindparam("b_names", expanding=True)))
+_COMPARE_AND_SET: Final = (
+    sa.update(schema.loans)
+    .where(schema.loans.c.loan_apply_no == sa.bindparam("b_loan"), schema.loans.c.version == sa.bindparam("b_old"))
+    .values(
+        status=sa.bindparam("b_status", type_=sa.String()),
+        version=sa.bindparam("b_new", type_=sa.Integer()),
+        updated_at=sa.bindparam("b_now", type_=UtcDateTime()),
+    )
+)
+_INSERT_HISTORY: Final = schema.history.insert()
+_INSERT_OUTBOX: Final = schema.outbox.insert()
 
 
 def _utc_now() -> datetime:
@@ -201,19 +222,10 @@ class SqlStore:
         return self._write(lambda conn: self._apply(conn, batch), connection)
 
     def _apply(self, conn: Connection, batch: Sequence[Change]) -> list[LoanChangeEvent]:
-        loans = schema.loans
         names = sorted({c.loan_apply_no for c in batch})
         current: dict[str, Any] = {}
         for start in range(0, len(names), _CHUNK):
-            rows = conn.execute(
-                sa.select(
-                    loans.c.loan_apply_no,
-                    loans.c.status,
-                    loans.c.version,
-                    loans.c.customer_id,
-                    loans.c.institution_loan_no,
-                ).where(loans.c.loan_apply_no.in_(names[start : start + _CHUNK]))
-            )
+            rows = conn.execute(_READ_LOANS, {"b_names": names[start : start + _CHUNK]})
             current.update({row.loan_apply_no: row for row in rows})
         status = {name: row.status for name, row in current.items()}
         version = {name: row.version for name, row in current.items()}
@@ -271,8 +283,8 @@ class SqlStore:
                 }
             )
         self._compare_and_set(conn, current, status, version, now)
-        conn.execute(schema.history.insert(), history_rows)
-        conn.execute(schema.outbox.insert(), outbox_rows)
+        conn.execute(_INSERT_HISTORY, history_rows)
+        conn.execute(_INSERT_OUTBOX, outbox_rows)
         return events
 
     def _compare_and_set(
@@ -285,12 +297,11 @@ class SqlStore:
     ) -> None:
         """Move every loan of the batch from the version we read to its new one, or raise."""
         loans = schema.loans
-        stmt = (
-            sa.update(loans)
-            .where(loans.c.loan_apply_no == sa.bindparam("b_loan"), loans.c.version == sa.bindparam("b_old"))
-            .values(status=sa.bindparam("b_status"), version=sa.bindparam("b_new"), updated_at=now)
-        )
-        params = [{"b_loan": n, "b_old": read[n].version, "b_status": status[n], "b_new": version[n]} for n in status]
+        stmt = _COMPARE_AND_SET
+        params = [
+            {"b_loan": n, "b_old": read[n].version, "b_status": status[n], "b_new": version[n], "b_now": now}
+            for n in status
+        ]
         if self.engine.dialect.supports_sane_multi_rowcount or len(params) == 1:
             if conn.execute(stmt, params).rowcount == len(params):
                 return
