@@ -227,3 +227,16 @@ def test_parser_is_total(body: bytes, content_type: str | None) -> None:
 def test_classify_never_raises(body: bytes, status: int) -> None:
     """classify() turns any HTTP status and body into one of the three outcomes."""
     assert classify(status, body).kind in set(OutcomeKind)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"<a>" * 5000 + b"</a>" * 5000, b"[" * 100_000 + b"]" * 100_000],
+    ids=["xml", "json"],
+)
+def test_deeply_nested_reply_is_unreadable(body: bytes) -> None:
+    """A reply nested deeper than Python's recursion limit is the transient 'unreadable' error, not a crash."""
+    with pytest.raises(TransientDeliveryError) as caught:
+        parse_response(body)
+    assert caught.value.code == UNREADABLE
+    assert classify(200, body).kind is OutcomeKind.TRANSIENT

@@ -140,9 +140,11 @@ def parse_response(body: bytes, *, content_type: str | None = None) -> TopRespon
             raise _unreadable("XML with a DTD", body)
         try:
             root = ET.fromstring(body)
+            # expat nests without limit but the conversion recurses: a deeply
+            # nested body must be "unreadable", not a RecursionError.
+            tree = _xml_to_mapping(root)
         except (ET.ParseError, ValueError, RecursionError) as exc:
             raise _unreadable(f"bad XML ({type(exc).__name__})", body) from None
-        tree = _xml_to_mapping(root)
         data: object = {root.tag: tree} if root.tag.endswith("_response") else tree
     else:
         try:
