@@ -130,6 +130,16 @@ def _check_time(inst: object, attribute: attrs.Attribute[Any], value: object) ->
         raise InvalidEvent(
             {"change_time": f"must be timezone-aware, got naive {value.isoformat()!r} (attach a tzinfo)"},
         )
+    # Only at the edges of datetime's range can a moment fail to be written in
+    # GMT+8 (to_top_param) or UTC; the year test keeps the common case cheap.
+    if value.year in (1, 9999):
+        try:
+            value.astimezone(TOP_TIMEZONE)
+            value.astimezone(UTC)
+        except OverflowError:
+            raise InvalidEvent(
+                {"change_time": f"must be writable in UTC and GMT+8, got {value.isoformat()!r} (out of range)"}
+            ) from None
 
 
 def format_top_time(moment: datetime) -> str:

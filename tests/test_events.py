@@ -123,6 +123,22 @@ def test_naive_time_is_an_error_not_a_guess() -> None:
         _event(change_time=datetime(2024, 1, 1))
 
 
+@pytest.mark.parametrize(
+    "moment",
+    [datetime(9999, 12, 31, 23, 0, tzinfo=UTC), datetime(1, 1, 1, tzinfo=timezone(timedelta(hours=14)))],
+    ids=["after-max-in-gmt8", "before-min-in-utc"],
+)
+def test_time_that_cannot_be_written_in_gmt8_is_refused(moment: datetime) -> None:
+    """A moment at datetime's edge that GMT+8 cannot hold is an InvalidEvent naming it, never an OverflowError later."""
+    with pytest.raises(InvalidEvent, match="out of range") as caught:
+        _event(change_time=moment)
+    assert moment.isoformat() in str(caught.value)
+    with pytest.raises(InvalidEvent, match="out of range"):
+        default_machine().change(loan_apply_no="FI1", before="NEW", after="OVERDUE", at=moment)
+    edge = datetime(9999, 12, 31, 15, 59, 59, tzinfo=UTC)  # the last second GMT+8 can write
+    assert json.loads(_event(change_time=edge).to_top_param())["change_time"] == "9999-12-31 23:59:59"
+
+
 def test_request_id_is_stable_and_url_safe() -> None:
     """The derived id is 48 hex characters and the same for the same change in any zone."""
     utc = derive_request_id("FI1", "NEW", "OVERDUE", AT)
