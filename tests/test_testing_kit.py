@@ -485,3 +485,16 @@ def test_the_plugin_loads_without_hypothesis() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False, timeout=120)
     assert done.returncode == 0, done.stderr
+
+
+def test_star_import_works_without_hypothesis() -> None:
+    """``from loanstate.testing import *`` works on a plain install: __all__ lists only what is there."""
+    code = (
+        "import sys; sys.modules['hypothesis'] = None\n"
+        "from loanstate.testing import *\n"
+        "import loanstate.testing as kit\n"
+        "assert sorted(kit.__all__) == ['FakeTopGateway', 'Fault', 'FaultPlan', 'GatewayRequest'], kit.__all__\n"
+        "assert FakeTopGateway is kit.FakeTopGateway\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False, timeout=120)
+    assert done.returncode == 0, done.stderr

@@ -5,9 +5,12 @@ from __future__ import annotations
 from loanstate.testing._faults import Fault, FaultPlan
 from loanstate.testing._gateway import FakeTopGateway, GatewayRequest
 
+__all__ = ["FakeTopGateway", "Fault", "FaultPlan", "GatewayRequest"]
+
 # The fake gateway needs no Hypothesis (`loanstate demo` and `loanstate gateway`
 # use it on a plain install); the strategies and the stateful base need it
-# (the "test" extra), so without it they are simply absent.
+# (the "test" extra), so without it they are simply absent, and so are their
+# names in __all__ (``from loanstate.testing import *`` works either way).
 try:
     from loanstate.testing._definitions import MISTAKES, BrokenDefinition, broken_definitions, definitions
     from loanstate.testing._histories import ANOMALY_KINDS, AnomalyKind, History, PlantedAnomaly, histories
@@ -26,32 +29,27 @@ try:
 except ModuleNotFoundError as _missing:  # pragma: no cover - only without the test extra
     if _missing.name != "hypothesis":
         raise
-
-
-__all__ = [
-    "ANOMALY_KINDS",
-    "MISTAKES",
-    "AnomalyKind",
-    "BrokenDefinition",
-    "DeliveryFaults",
-    "FakeTopGateway",
-    "Fault",
-    "FaultPlan",
-    "GatewayRequest",
-    "History",
-    "LoanLifecycleStateMachine",
-    "PlantedAnomaly",
-    "ServicingAdapter",
-    "broken_definitions",
-    "change_events",
-    "change_times",
-    "definitions",
-    "histories",
-    "illegal_pairs",
-    "legal_pairs",
-    "lifecycles",
-    "loan_numbers",
-    "statuses",
-    "texts",
-    "timezones",
-]
+else:
+    __all__ += [
+        "ANOMALY_KINDS",
+        "MISTAKES",
+        "AnomalyKind",
+        "BrokenDefinition",
+        "DeliveryFaults",
+        "History",
+        "LoanLifecycleStateMachine",
+        "PlantedAnomaly",
+        "ServicingAdapter",
+        "broken_definitions",
+        "change_events",
+        "change_times",
+        "definitions",
+        "histories",
+        "illegal_pairs",
+        "legal_pairs",
+        "lifecycles",
+        "loan_numbers",
+        "statuses",
+        "texts",
+        "timezones",
+    ]
