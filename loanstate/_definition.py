@@ -287,13 +287,17 @@ def find_problems(d: Definition) -> list[Problem]:
                     f"statuses.{status}",
                 )
             )
-    if not d.initial.strip():
+    if not isinstance(d.initial, str):
+        add(d.problem("bad-initial", f"initial status must be a status name, got {d.initial!r}", "lifecycle.initial"))
+    elif not d.initial.strip():
         if d.initial:
             add(d.problem("blank-name", "initial status is blank", "lifecycle.initial"))
     elif d.initial not in known:
         add(d.problem("bad-initial", f"initial status {d.initial!r} is not a declared status", "lifecycle.initial"))
     for status in d.terminal:
-        if not status.strip():
+        if not isinstance(status, str):
+            add(d.problem("bad-value", f"terminal statuses must be status names, got {status!r}", "lifecycle.terminal"))
+        elif not status.strip():
             add(d.problem("blank-name", "a terminal status name is blank", "lifecycle.terminal"))
         elif status not in known:
             add(
@@ -363,7 +367,7 @@ def find_problems(d: Definition) -> list[Problem]:
                 else:
                     trigger_targets[key] = (t.after, index)
 
-    if d.initial in known:
+    if isinstance(d.initial, str) and d.initial in known:
         reached = {d.initial}
         frontier = [d.initial]
         while frontier:
@@ -378,7 +382,7 @@ def find_problems(d: Definition) -> list[Problem]:
                         "unreachable", f"status {status!r} cannot be reached from {d.initial!r}", f"statuses.{status}"
                     )
                 )
-    terminal = set(d.terminal)
+    terminal = {s for s in d.terminal if isinstance(s, str)}
     for status in d.statuses:
         way_out = {a for a in exits.get(status, ()) if a != status}
         if status in terminal and way_out:

@@ -129,7 +129,8 @@ class LoanMachine:
         elif isinstance(statuses, str):
             described = {statuses: ""}
         else:
-            described = dict.fromkeys(statuses, "")
+            # Non-text entries become their text, as mapping keys do: the name check then reports them.
+            described = dict.fromkeys((s if isinstance(s, str) else str(s) for s in statuses), "")
         problems: list[Problem] = []
         kept: list[Transition] = []
         for index, t in enumerate(transitions, start=1):
@@ -223,15 +224,18 @@ class LoanMachine:
 
     def is_legal(self, before: str, after: str) -> bool:
         """Whether ``before -> after`` is declared (guards aside). Unknown statuses are not legal."""
-        allowed = self._table.get(before)
-        return allowed is not None and after in allowed
+        try:
+            allowed = self._table.get(before)
+            return allowed is not None and after in allowed
+        except TypeError:  # an unhashable value is no status
+            return False
 
     def allowed(self, before: str) -> frozenset[str]:
         """The statuses a loan in ``before`` may change to (guards aside).
 
         Raises :class:`~loanstate.InvalidEvent` for an unknown status.
         """
-        allowed = self._table.get(before)
+        allowed = self._table.get(before) if _hashable(before) else None
         if allowed is None:
             raise InvalidEvent({"before_status": self._unknown(before)})
         return allowed
@@ -279,8 +283,12 @@ class LoanMachine:
         ``request_id`` defaults to :func:`~loanstate.derive_request_id` of the
         change, so replaying the same change yields the same id.
         """
-        allowed = self._table.get(before)
-        if allowed is None or after not in allowed:
+        try:
+            allowed = self._table.get(before)
+            legal = allowed is not None and after in allowed
+        except TypeError:  # an unhashable value is no status; _refusal says which
+            legal = False
+        if not legal:
             raise self._refusal(loan_apply_no, before, after)
         if request_id is None:
             try:
@@ -295,9 +303,9 @@ class LoanMachine:
 
     def _refusal(self, loan_apply_no: str, before: str, after: str) -> Exception:
         errors = {}
-        if before not in self._table:
+        if not _hashable(before) or before not in self._table:
             errors["before_status"] = self._unknown(before)
-        if after not in self._table:
+        if not _hashable(after) or after not in self._table:
             errors["after_status"] = self._unknown(after)
         if errors:
             return InvalidEvent(errors)
@@ -361,6 +369,14 @@ class LoanMachine:
 
 
 _CHANGE_TIME: Final = next(a for a in LoanChangeEvent.__attrs_attrs__ if a.name == "change_time")
+
+
+def _hashable(value: object) -> bool:
+    try:
+        hash(value)
+    except TypeError:
+        return False
+    return True
 
 
 def _mermaid_id(status: str) -> str:

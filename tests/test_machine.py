@@ -210,6 +210,34 @@ def test_define_rejects_non_transitions() -> None:
     assert next(p.code for p in info.value.problems) == "bad-value"
 
 
+def test_define_reports_non_text_names_as_problems() -> None:
+    """define() with a non-text initial, terminal or status lists them in InvalidDefinition instead of crashing."""
+    with pytest.raises(InvalidDefinition) as info:
+        LoanMachine.define(
+            statuses=["A", "B", ["C"]],  # type: ignore[list-item]
+            initial=["A"],  # type: ignore[arg-type]
+            terminal=[1],  # type: ignore[list-item]
+            transitions=[Transition("A", "B")],
+        )
+    text = str(info.value)
+    assert "got ['A']" in text
+    assert "got 1" in text
+    assert "\"['C']\"" in text
+
+
+@pytest.mark.parametrize(("before", "after"), [(["NEW"], "OVERDUE"), ("NEW", {"OVERDUE": 1})])
+def test_unhashable_status_is_bad_input(before: object, after: object) -> None:
+    """An unhashable status is unknown: is_legal says no, change and allowed raise InvalidEvent naming it."""
+    machine = default_machine()
+    assert machine.is_legal(before, after) is False  # type: ignore[arg-type]
+    with pytest.raises(InvalidEvent) as info:
+        machine.change(loan_apply_no="FI1", before=before, after=after, at=AT)  # type: ignore[arg-type]
+    bad = "before_status" if isinstance(before, list) else "after_status"
+    assert repr(before if bad == "before_status" else after) in info.value.errors[bad]
+    with pytest.raises(InvalidEvent, match="unknown status"):
+        machine.allowed(["NEW"])  # type: ignore[arg-type]
+
+
 def test_from_file_reads_toml(tmp_path: Path) -> None:
     """A TOML definition file builds the machine it describes."""
     path = tmp_path / "mine.toml"
