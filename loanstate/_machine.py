@@ -340,16 +340,19 @@ class LoanMachine:
 
     def to_mermaid(self) -> str:
         """The lifecycle as a Mermaid ``stateDiagram-v2`` (deterministic text)."""
+        ids = _mermaid_ids(self._definition.statuses)
         out = ["stateDiagram-v2"]
         for status, description in self._definition.statuses.items():
             if description:
-                out.append(f"    {_mermaid_id(status)} : {status}: {_mermaid_text(description)}")
-        out.append(f"    [*] --> {_mermaid_id(self.initial)}")
+                out.append(f"    {ids[status]} : {status}: {_mermaid_text(description)}")
+            elif ids[status] != status:
+                out.append(f"    {ids[status]} : {status}")
+        out.append(f"    [*] --> {ids[self.initial]}")
         for before, after, trigger in self._edges():
             label = f" : {trigger}" if trigger else ""
-            out.append(f"    {_mermaid_id(before)} --> {_mermaid_id(after)}{label}")
+            out.append(f"    {ids[before]} --> {ids[after]}{label}")
         for status in self._definition.terminal:
-            out.append(f"    {_mermaid_id(status)} --> [*]")
+            out.append(f"    {ids[status]} --> [*]")
         return "\n".join(out) + "\n"
 
     def to_dot(self) -> str:
@@ -358,7 +361,8 @@ class LoanMachine:
         out.append('    "__start__" [shape=point, label=""];')
         for status, description in self._definition.statuses.items():
             shape = ", peripheries=2" if status in self.terminal else ""
-            label = f"{status}\\n{description}" if description else status
+            # The description is raw text; the "\\n" between is dot's line break.
+            label = f"{status}\\n{_dot_text(description)}" if description else status
             out.append(f"    {_dot_string(status)} [label={_dot_string(label, escaped=True)}{shape}];")
         out.append(f'    "__start__" -> {_dot_string(self.initial)};')
         for before, after, trigger in self._edges():
@@ -379,8 +383,24 @@ def _hashable(value: object) -> bool:
     return True
 
 
-def _mermaid_id(status: str) -> str:
-    return status.replace(".", "_").replace("-", "_")
+def _mermaid_ids(statuses: Iterable[str]) -> dict[str, str]:
+    """A distinct Mermaid id per status: '.' and '-' become '_', with a suffix where two would meet."""
+    ids: dict[str, str] = {}
+    taken: set[str] = set()
+    for status in statuses:
+        base = candidate = status.replace(".", "_").replace("-", "_")
+        n = 1
+        while candidate in taken:
+            n += 1
+            candidate = f"{base}_{n}"
+        ids[status] = candidate
+        taken.add(candidate)
+    return ids
+
+
+def _dot_text(text: str) -> str:
+    # Quotes are escaped by _dot_string(escaped=True); a backslash must be doubled first.
+    return text.replace("\\", "\\\\")
 
 
 def _mermaid_text(text: str) -> str:

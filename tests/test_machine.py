@@ -286,6 +286,23 @@ def test_to_dot_marks_initial_and_terminal() -> None:
     assert text.count(" -> ") == 8
 
 
+def test_diagrams_keep_similar_names_apart_and_escape_descriptions() -> None:
+    """'A.B' and 'A_B' stay two Mermaid states; a backslash or quote in a description cannot break dot's string."""
+    machine = LoanMachine.define(
+        statuses={"A.B": "first", "A_B": 'says "hi"', "C": "ends with \\"},
+        initial="A.B",
+        transitions=[Transition("A.B", "A_B"), Transition("A_B", "C")],
+        terminal=["C"],
+    )
+    mermaid = machine.to_mermaid()
+    assert "    A_B --> A_B_2\n" in mermaid
+    assert "    A_B_2 --> C\n" in mermaid
+    assert '    A_B_2 : A_B: says "hi"\n' in mermaid
+    dot = machine.to_dot()
+    assert '"C" [label="C\\nends with \\\\", peripheries=2];' in dot
+    assert '"A_B" [label="A_B\\nsays \\"hi\\""];' in dot
+
+
 def test_repr_is_short() -> None:
     """The machine's repr summarises it."""
     assert repr(default_machine()) == "<LoanMachine 'xfd_default': 4 statuses, 7 transitions, initial 'NEW'>"
