@@ -100,7 +100,7 @@ def settings(config: str | None, db: str | None) -> Settings:
 
         try:
             parsed = make_url(db)
-        except ArgumentError:
+        except (ArgumentError, ValueError):  # ValueError: a port that is not a number
             raise InputError(f"--db {db!r} is not a database URL (e.g. sqlite:///loans.db)") from None
         if parsed.password is not None:
             raise InputError(
@@ -143,7 +143,7 @@ def open_store(s: Settings, *, create: bool = False) -> Iterator[SqlStore]:
     assert s.db_url is not None
     try:
         url = make_url(s.db_url)
-    except ArgumentError:
+    except (ArgumentError, ValueError):  # ValueError: a port that is not a number
         raise InputError(f"{s.db_url!r} is not a database URL (e.g. sqlite:///loans.db)") from None
     if s.db_password and url.password is None:
         url = url.set(password=s.db_password)
@@ -252,14 +252,10 @@ def demo(  # noqa: PLR0917 - click passes every option by name anyway
             progress=reporter,
         )
     except Exception as exc:
-        from sqlalchemy.exc import IntegrityError
+        from sqlalchemy.exc import SQLAlchemyError
 
-        from loanstate._errors import InvalidEvent
-
-        if isinstance(exc, IntegrityError) or (isinstance(exc, InvalidEvent) and "already open" in str(exc)):
-            raise InputError(
-                f"{db} already holds this seed's demo loans: use an empty database or another --seed"
-            ) from None
+        if isinstance(exc, SQLAlchemyError):  # unreachable, not a database, access denied, ...
+            raise InputError(f"cannot use database {db}: {first_line(getattr(exc, 'orig', None) or exc)}") from None
         raise
     finally:
         if reporter is not None:
@@ -267,6 +263,7 @@ def demo(  # noqa: PLR0917 - click passes every option by name anyway
     if fmt == "json":
         click.echo(json.dumps(summary.to_dict(), indent=2))
         return 0 if summary.ok else EXIT_FINDINGS
+    from rich.markup import escape
     from rich.table import Table
 
     def yes(flag: bool) -> str:
@@ -274,7 +271,7 @@ def demo(  # noqa: PLR0917 - click passes every option by name anyway
 
     before, after = REFUSED_BY_PLATFORM
     table = Table(
-        title=f"loanstate demo: {summary.loans} loans, seed {summary.seed}, {summary.database}",
+        title=f"loanstate demo: {summary.loans} loans, seed {summary.seed}, {escape(summary.database)}",
         title_justify="left",
         show_header=False,
     )
@@ -435,6 +432,7 @@ def outbox_status(db: str | None, config: str | None, fmt: str) -> int:
         }
         click.echo(json.dumps(out, ensure_ascii=False, indent=2))
         return EXIT_FINDINGS if parked else 0
+    from rich.markup import escape
     from rich.table import Table
 
     console = stdout()
@@ -450,7 +448,14 @@ def outbox_status(db: str | None, config: str | None, fmt: str) -> int:
     for column in ("loan_apply_no", "request_id", "attempts", "waiting", "last error"):
         table.add_column(column)
     for p in status.parked_loans:
-        table.add_row(p.loan_apply_no, p.request_id, str(p.attempts), str(p.waiting), (p.last_error or "")[:80])
+        # Loan numbers and error messages are data, never rich markup.
+        table.add_row(
+            escape(p.loan_apply_no),
+            escape(p.request_id),
+            str(p.attempts),
+            str(p.waiting),
+            escape((p.last_error or "")[:80]),
+        )
     console.print(table)
     console.print("resolve: loanstate outbox retry LOAN_APPLY_NO  |  loanstate outbox skip REQUEST_ID")
     return EXIT_FINDINGS

@@ -77,18 +77,21 @@ def check(file: str, fmt: str) -> int:
         out["problems"] = [{"code": p.code, "message": p.message, "where": p.where, "line": p.line} for p in problems]
         click.echo(json.dumps(out, ensure_ascii=False, indent=2))
         return EXIT_FINDINGS if problems else 0
+    from rich.markup import escape
+
     console = stdout()
     if problems:
+        # Paths and messages quote the user's text, which must never be read as rich markup.
         for p in problems:
-            console.print(f"{p}  [dim]\\[{p.code}][/dim]")
+            console.print(f"{escape(str(p))}  [dim]\\[{escape(p.code)}][/dim]")
         noun = "problem" if len(problems) == 1 else "problems"
-        console.print(f"[bold red]{file}: {len(problems)} {noun}[/bold red]")
+        console.print(f"[bold red]{escape(file)}: {len(problems)} {noun}[/bold red]")
         return EXIT_FINDINGS
     machine = LoanMachine.from_file(file)
     edges = sum(len(t.before) for t in machine.transitions)
     terminal = ", ".join(sorted(machine.terminal)) or "none"
     console.print(
-        f"[green]{file}: OK[/green]: lifecycle {machine.name!r}, {len(machine.statuses)} statuses, "
+        f"[green]{escape(file)}: OK[/green]: lifecycle {escape(repr(machine.name))}, {len(machine.statuses)} statuses, "
         f"{edges} transitions, initial {machine.initial}, terminal {terminal}"
     )
     return 0
@@ -172,7 +175,9 @@ def diagram(file: str | None, fmt: str, output: str | None) -> int:
     help="Format of FILE (default: from its suffix, else sniffed).",
 )
 @click.option("--encoding", default="utf-8", show_default=True, help="Text encoding of FILE, e.g. gbk.")
-@click.option("--limit", default=20, show_default=True, help="Findings listed in the text report.")
+@click.option(
+    "--limit", default=20, show_default=True, type=click.IntRange(min=0), help="Findings listed in the text report."
+)
 @click.option("--progress/--no-progress", default=None, help="Progress bar on stderr (default: when a terminal).")
 @debug_option
 def audit(  # noqa: PLR0917 - click passes every option by name anyway
@@ -250,6 +255,7 @@ def _audit_json(history: HistoryAudit) -> None:
 
 
 def _audit_text(history: HistoryAudit, limit: int) -> None:
+    from rich.markup import escape
     from rich.table import Table
 
     shown: list[AuditFinding] = []
@@ -259,7 +265,9 @@ def _audit_text(history: HistoryAudit, limit: int) -> None:
     summary = history.summary
     assert summary is not None
     console = stdout()
-    table = Table(title=f"{summary.source}: {summary.records} records, {summary.loans} loans", title_justify="left")
+    table = Table(
+        title=f"{escape(str(summary.source))}: {summary.records} records, {summary.loans} loans", title_justify="left"
+    )
     table.add_column("finding")
     table.add_column("count", justify="right")
     for kind, count in summary.counts.items():

@@ -233,3 +233,28 @@ def test_audit_progress_bar_goes_to_stderr(tmp_path: Path) -> None:
     result = run("audit", path, "--progress", "--format", "json")
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["summary"]["records"] == 9
+
+
+def test_user_text_is_never_read_as_markup(tmp_path: Path) -> None:
+    """Brackets in a definition or a path (``[/b]``) are printed as they are, not taken for rich markup."""
+    path = tmp_path / "odd.toml"
+    path.write_text(BROKEN.replace('LOST = "never reached"', '"[/b]" = "a typo"'), encoding="utf-8")
+    result = run("check", path)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "status name '[/b]'" in result.stdout
+    folder = tmp_path / "exports[" / "b]"
+    folder.mkdir(parents=True)
+    history = folder / "history.jsonl"  # its path holds "[/b]"
+    history.write_text("".join(json.dumps(r) + "\n" for r in history_records(2)), encoding="utf-8")
+    audited = run("audit", history)
+    assert audited.returncode == 0, audited.stdout + audited.stderr
+    assert f"{history}: 6 records, 2 loans" in audited.stdout
+
+
+def test_audit_limit_must_not_be_negative(tmp_path: Path) -> None:
+    """``--limit -1`` is a usage error (exit 2), not a report that silently lists nothing."""
+    path = tmp_path / "history.jsonl"
+    path.write_text(json.dumps(history_records(1)[0]) + "\n", encoding="utf-8")
+    result = run("audit", path, "--limit", "-1")
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr

@@ -177,6 +177,13 @@ def test_database_problems_are_one_line_exit_two(tmp_path: Path) -> None:
     assert "no such database file" in one_line_error(run("outbox", "status", "--db", f"sqlite:///{tmp_path / 'no.db'}"))
     unreachable = run("outbox", "status", "--db", "postgresql+psycopg://loanstate@127.0.0.1:1/loans")
     assert "cannot use database" in one_line_error(unreachable)
+    bad_port = run("outbox", "status", "--db", "postgresql+psycopg://loanstate@127.0.0.1:port/loans")
+    assert "is not a database URL" in one_line_error(bad_port)
+    not_a_db = tmp_path / "notes.txt"
+    not_a_db.write_text("not a database\n" * 100, encoding="utf-8")
+    assert "cannot use database" in one_line_error(run("demo", "--loans", "5", "--db", f"sqlite:///{not_a_db}"))
+    demo_unreachable = run("demo", "--loans", "5", "--db", "postgresql+psycopg://loanstate@127.0.0.1:1/loans")
+    assert "cannot use database" in one_line_error(demo_unreachable)
 
 
 @pytest.mark.mysql
@@ -219,6 +226,31 @@ def test_outbox_status_retry_and_skip_resolve_a_parked_loan(loans_db: tuple[str,
     final = run("outbox", "status", "--db", url)
     assert final.returncode == 0, final.stdout
     assert "no parked loans" in final.stdout
+
+
+def test_demo_refuses_a_database_that_already_holds_loans(loans_db: tuple[str, SqlStore]) -> None:
+    """Earlier loans would read as broken guarantees: the demo says the database is not empty, exit 2."""
+    url, store = loans_db
+    line = one_line_error(run("demo", "--loans", "5", "--seed", "9", "--db", url))
+    assert "already holds 3 loans" in line
+    assert store.outbox_status().pending == 5  # nothing was touched
+
+
+def test_outbox_status_prints_odd_loan_numbers_as_they_are(tmp_path: Path) -> None:
+    """A parked loan whose number holds brackets (``[/b]``) is listed as it is, not taken for rich markup."""
+    store = SqlStore(f"sqlite:///{tmp_path / 'loans.db'}")
+    try:
+        store.create_schema()
+        store.open_loan("FI[/b]", at=START)
+        store.transition("FI[/b]", after="SETTLED", at=START + timedelta(days=1))
+        notifier = InMemoryNotifier()
+        notifier.fail_when(lambda event: True, PermanentDeliveryError)
+        Dispatcher(store, notifier).run_once()
+    finally:
+        store.close()
+    result = run("outbox", "status", "--db", f"sqlite:///{tmp_path / 'loans.db'}")
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "FI[/b]" in result.stdout
 
 
 def test_demo_live_progress_goes_to_stderr() -> None:
