@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import socket
 import ssl
 from datetime import UTC, datetime
+from pathlib import Path
 
 import aiohttp
 import httpx2
@@ -192,7 +194,14 @@ def test_https_or_loopback_urls_are_accepted(url: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "url", ["http://gw.api.taobao.com/router/rest", "http://10.0.0.1/router/rest", "ftp://x/", "https://h/p?a=1"]
+    "url",
+    [
+        "http://gw.api.taobao.com/router/rest",
+        "http://10.0.0.1/router/rest",
+        "ftp://x/",
+        "https://h/p?a=1",
+        "https://h:99999/router/rest",
+    ],
 )
 def test_other_urls_are_refused(url: str) -> None:
     """Plain HTTP to a non-loopback host, other schemes and URLs with a query raise InvalidConfiguration."""
@@ -316,6 +325,29 @@ def test_https_with_a_private_ca() -> None:
         assert gw.effects == {EVENT.request_id: 1}
 
 
+def test_ca_bundle_path_and_client_certificate(tmp_path: Path) -> None:
+    """A CA bundle path (verify=) and a client certificate (cert=) work on both twins, with no httpx2 deprecation."""
+    ca = trustme.CA()
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(server_context)
+    ca.configure_trust(server_context)
+    server_context.verify_mode = ssl.CERT_REQUIRED  # the gateway demands a client certificate
+    bundle = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(bundle))
+    client_pem = tmp_path / "client.pem"
+    ca.issue_cert("client.example").private_key_and_cert_chain_pem.write_to_path(str(client_pem))
+
+    async def send_async(url: str) -> str | None:
+        async with AsyncTopNotifier("test-app-key", SECRET, url=url, verify=str(bundle), cert=str(client_pem)) as n:
+            return (await n.send(EVENT)).response_code
+
+    with FakeTopGateway(app_secret=SECRET, ssl_context=server_context) as gw:
+        with TopNotifier(gw.app_key, SECRET, url=gw.url, verify=str(bundle), cert=str(client_pem)) as notifier:
+            assert notifier.send(EVENT).response_code == "SUCCESS"
+        assert asyncio.run(send_async(gw.url)) == "SUCCESS"
+        assert gw.effects == {EVENT.request_id: 1}
+
+
 async def test_async_https_proxy_and_own_session() -> None:
     """The async twin honours a private CA, a proxy setting, and leaves a passed-in session open."""
     ca = trustme.CA()
@@ -355,3 +387,29 @@ def test_async_settings_are_checked() -> None:
         AsyncTopNotifier("k", SECRET, url="https://h/", max_connections=0)
     with pytest.raises(InvalidConfiguration, match="cert"):
         AsyncTopNotifier("k", SECRET, url="https://h/", verify=False, cert="client.pem")
+
+
+@pytest.mark.parametrize("notifier", [TopNotifier, AsyncTopNotifier])
+def test_settings_that_cannot_work_are_named(
+    notifier: type[TopNotifier] | type[AsyncTopNotifier], tmp_path: Path
+) -> None:
+    """Non-text credentials, a non-positive timeout, CA or certificate files that do not load: InvalidConfiguration."""
+    missing = str(tmp_path / "missing.pem")
+    garbage = tmp_path / "garbage.pem"
+    garbage.write_text("not a certificate")
+    with pytest.raises(InvalidConfiguration, match="app_key 1"):
+        notifier(1, SECRET, url="https://h/")  # type: ignore[arg-type]
+    with pytest.raises(InvalidConfiguration) as info:
+        notifier("k", None, url="https://h/")  # type: ignore[arg-type]
+    assert info.value.value == "<hidden>"
+    for timeout in (0, -1.5):
+        with pytest.raises(InvalidConfiguration, match=f"timeout {timeout}"):
+            notifier("k", SECRET, url="https://h/", timeout=timeout)
+    with pytest.raises(InvalidConfiguration, match="verify") as info:
+        notifier("k", SECRET, url="https://h/", verify=missing)
+    assert info.value.value == missing
+    with pytest.raises(InvalidConfiguration, match="verify"):
+        notifier("k", SECRET, url="https://h/", verify=str(garbage))
+    with pytest.raises(InvalidConfiguration, match="cert") as info:
+        notifier("k", SECRET, url="https://h/", cert=missing)
+    assert info.value.value == missing

@@ -21,7 +21,7 @@ from yarl import URL
 from loanstate._errors import InvalidConfiguration
 from loanstate._events import LoanChangeEvent
 from loanstate.notifiers._base import BaseAsyncNotifier, Receipt
-from loanstate.notifiers._top_common import Clock, TopProtocol, no_answer
+from loanstate.notifiers._top_common import Clock, TopProtocol, no_answer, tls_context, tls_settings_error
 from loanstate.top import DEFAULT_POLICY, OutcomePolicy, TopRequest
 
 __all__ = ["DEFAULT_ASYNC_TIMEOUT", "AsyncTopNotifier"]
@@ -33,7 +33,7 @@ DEFAULT_ASYNC_TIMEOUT: Final = aiohttp.ClientTimeout(total=None, connect=10.0, s
 def _timeout(value: float | aiohttp.ClientTimeout) -> aiohttp.ClientTimeout:
     if isinstance(value, aiohttp.ClientTimeout):
         return value
-    if value <= 0:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
         raise InvalidConfiguration("timeout", value, "must be a positive number of seconds")
     # As for httpx2: one number bounds each step (pool wait, connect, each read).
     return aiohttp.ClientTimeout(total=None, connect=value, sock_connect=value, sock_read=value)
@@ -47,21 +47,6 @@ def _env_proxy(url: str) -> str | None:
     if parts.hostname is None or proxy_bypass(parts.hostname):
         return None
     return getproxies().get(parts.scheme)
-
-
-def _ssl(verify: ssl.SSLContext | str | bool, cert: str | tuple[str, str] | None) -> ssl.SSLContext | bool:
-    if isinstance(verify, ssl.SSLContext):
-        context = verify
-    elif verify is False:
-        if cert is not None:
-            raise InvalidConfiguration("cert", cert, "a client certificate needs verify= left on or a context")
-        return False
-    else:
-        context = ssl.create_default_context(cafile=verify if isinstance(verify, str) else None)
-    if cert is not None:
-        certfile, keyfile = (cert, None) if isinstance(cert, str) else cert
-        context.load_cert_chain(certfile, keyfile)
-    return context
 
 
 class AsyncTopNotifier(BaseAsyncNotifier):
@@ -117,7 +102,10 @@ class AsyncTopNotifier(BaseAsyncNotifier):
         if max_connections < 1:
             raise InvalidConfiguration("max_connections", max_connections, "must be at least 1")
         self._timeout = _timeout(timeout)
-        self._ssl = _ssl(verify, cert)
+        try:
+            self._ssl = tls_context(verify, cert)
+        except OSError as exc:  # includes ssl.SSLError: a CA bundle or certificate that does not load
+            raise tls_settings_error(verify, cert, exc) from None
         self._proxy = proxy if proxy is not None or not trust_env else _env_proxy(self._protocol.url)
         self._max_connections = max_connections
         self._owns_client = client is None

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import os
+import ssl
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Final
@@ -29,7 +31,7 @@ from loanstate.top import (
     transport_failure,
 )
 
-__all__ = ["PRODUCTION_URL", "Clock", "TopProtocol", "check_url", "no_answer"]
+__all__ = ["PRODUCTION_URL", "Clock", "TopProtocol", "check_url", "no_answer", "tls_context", "tls_settings_error"]
 
 #: The platform's production gateway.
 PRODUCTION_URL: Final = "https://gw.api.taobao.com/router/rest"
@@ -61,7 +63,50 @@ def check_url(url: str) -> str:
         raise InvalidConfiguration("url", url, "HTTPS is required except for loopback addresses")
     if parts.query or parts.fragment:
         raise InvalidConfiguration("url", url, "must not carry a query string or fragment")
+    try:
+        parts.port  # noqa: B018 - urlsplit checks the port only when asked
+    except ValueError:
+        raise InvalidConfiguration("url", url, "the port must be a number from 0 to 65535") from None
     return url
+
+
+def tls_context(verify: ssl.SSLContext | str | bool, cert: str | tuple[str, str] | None) -> ssl.SSLContext | bool:
+    """The TLS setting for the client: ``verify`` as given, or a context with the CA bundle and certificate loaded.
+
+    A CA path (file or directory) and a client certificate are loaded here, so
+    neither client sees the deprecated string forms.
+    """
+    if isinstance(verify, ssl.SSLContext):
+        context = verify
+    elif verify is False:
+        if cert is not None:
+            raise InvalidConfiguration("cert", cert, "a client certificate needs verify= left on or a context")
+        return False
+    elif isinstance(verify, str):
+        context = (
+            ssl.create_default_context(capath=verify)
+            if os.path.isdir(verify)
+            else ssl.create_default_context(cafile=verify)
+        )
+    elif verify is True:
+        if cert is None:
+            return True  # the client's own default trust store
+        context = ssl.create_default_context()
+    else:
+        raise InvalidConfiguration("verify", verify, "expected a bool, a CA bundle path or an ssl.SSLContext")
+    if cert is not None:
+        certfile, keyfile = (cert, None) if isinstance(cert, str) else cert
+        context.load_cert_chain(certfile, keyfile)
+    return context
+
+
+def tls_settings_error(verify: object, cert: object, exc: OSError) -> InvalidConfiguration:
+    """The configuration error for a CA bundle or client certificate that cannot be loaded."""
+    # Name the file that is at fault: a CA path that is no file, else the certificate.
+    setting, value = ("cert", cert) if cert is not None else ("verify", verify)
+    if isinstance(verify, str) and not os.path.exists(verify):
+        setting, value = "verify", verify
+    return InvalidConfiguration(setting, value, f"cannot be loaded ({type(exc).__name__}: {exc.strerror or exc})")
 
 
 def log_failure(event: LoanChangeEvent, error: DeliveryError) -> None:
@@ -101,11 +146,11 @@ class TopProtocol:
         target_app_key: str | None,
         partner: str | None,
     ) -> None:
-        if not app_key.strip():
-            raise InvalidConfiguration("app_key", app_key, "must not be blank")
-        if not app_secret.strip():
+        if not isinstance(app_key, str) or not app_key.strip():
+            raise InvalidConfiguration("app_key", app_key, "must be a non-blank string")
+        if not isinstance(app_secret, str) or not app_secret.strip():
             # The value of a secret is never echoed, not even a wrong one.
-            raise InvalidConfiguration("app_secret", "<hidden>", "must not be blank")
+            raise InvalidConfiguration("app_secret", "<hidden>", "must be a non-blank string")
         if sign_method not in SIGN_METHODS:
             raise InvalidConfiguration("sign_method", sign_method, f"expected one of {', '.join(sorted(SIGN_METHODS))}")
         if format not in FORMATS:

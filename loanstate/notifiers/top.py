@@ -21,11 +21,19 @@ from typing import Final
 
 import httpx2
 
-from loanstate._errors import PermanentDeliveryError
+from loanstate._errors import InvalidConfiguration, PermanentDeliveryError
 from loanstate._events import LoanChangeEvent
 from loanstate.notifiers._base import BaseNotifier, Receipt
 from loanstate.notifiers._top_aiohttp import DEFAULT_ASYNC_TIMEOUT, AsyncTopNotifier
-from loanstate.notifiers._top_common import PRODUCTION_URL, Clock, TopProtocol, log_failure, no_answer
+from loanstate.notifiers._top_common import (
+    PRODUCTION_URL,
+    Clock,
+    TopProtocol,
+    log_failure,
+    no_answer,
+    tls_context,
+    tls_settings_error,
+)
 from loanstate.top import DEFAULT_POLICY, OutcomePolicy, TopRequest
 
 __all__ = ["DEFAULT_ASYNC_TIMEOUT", "DEFAULT_TIMEOUT", "PRODUCTION_URL", "AsyncTopNotifier", "TopNotifier"]
@@ -87,15 +95,22 @@ class TopNotifier(BaseNotifier):
             target_app_key=target_app_key,
             partner=partner,
         )
+        if not isinstance(timeout, httpx2.Timeout) and not (isinstance(timeout, int | float) and timeout > 0):
+            raise InvalidConfiguration("timeout", timeout, "must be a positive number of seconds or an httpx2.Timeout")
         self._owns_client = client is None
-        self._client = client or httpx2.Client(
-            timeout=timeout,
-            proxy=proxy,
-            verify=verify,
-            cert=cert,
-            limits=limits or httpx2.Limits(max_connections=100, max_keepalive_connections=100),
-            trust_env=trust_env,
-        )
+        try:
+            # A CA path and a client certificate are loaded into a context here:
+            # httpx2 deprecates its string forms (a warning) and refuses the two together.
+            tls = tls_context(verify, cert) if client is None else verify
+            self._client = client or httpx2.Client(
+                timeout=timeout,
+                proxy=proxy,
+                verify=tls,
+                limits=limits or httpx2.Limits(max_connections=100, max_keepalive_connections=100),
+                trust_env=trust_env,
+            )
+        except OSError as exc:  # includes ssl.SSLError: a CA bundle or certificate that does not load
+            raise tls_settings_error(verify, cert, exc) from None
         self._timeout = timeout
 
     @property
