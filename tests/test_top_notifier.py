@@ -7,6 +7,7 @@ import json
 import logging
 import socket
 import ssl
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -52,6 +53,32 @@ FAULTS: dict[Fault, tuple[type[DeliveryError], bool]] = {
 }
 
 
+# Only a Fault.TIMEOUT attempt is meant to time out: it gets a short client
+# timeout against a hang far longer; every other attempt gets a generous one,
+# so a loaded machine cannot turn an ordinary answer into a timeout.
+SHORT_TIMEOUT = 1.0
+HANG = 60.0
+GENEROUS_TIMEOUT = 30.0
+
+
+def first_timeout(fault: Fault) -> float:
+    return SHORT_TIMEOUT if fault is Fault.TIMEOUT else GENEROUS_TIMEOUT
+
+
+def wait_for_requests(gateway: FakeTopGateway, count: int) -> None:
+    """Block until the gateway has recorded ``count`` requests (a client may give up before the server reads)."""
+    deadline = time.monotonic() + GENEROUS_TIMEOUT
+    while len(gateway.requests) < count and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
+async def await_requests(gateway: FakeTopGateway, count: int) -> None:
+    """The asyncio form of :func:`wait_for_requests`."""
+    deadline = time.monotonic() + GENEROUS_TIMEOUT
+    while len(gateway.requests) < count and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
+
+
 def sent_request_ids(gateway: FakeTopGateway) -> list[str]:
     """The request_id inside the business parameter of every request the gateway received."""
     return [json.loads(r.params[BUSINESS_PARAM])["request_id"] for r in gateway.requests]
@@ -76,12 +103,19 @@ def test_success_receipt() -> None:
 def test_every_fault_class_then_a_retry_with_the_same_request_id(fault: Fault) -> None:
     """Each injected fault raises its documented class; the retry carries the same request_id and lands once."""
     expected, took_effect = FAULTS[fault]
-    plan = FaultPlan.sequence(fault, hang=3.0, retry_after=4)
-    with FakeTopGateway(faults=plan) as gw, TopNotifier(gw.app_key, SECRET, url=gw.url, timeout=1.0) as notifier:
+    plan = FaultPlan.sequence(fault, hang=HANG, retry_after=4)
+    with (
+        FakeTopGateway(faults=plan) as gw,
+        TopNotifier(gw.app_key, SECRET, url=gw.url, timeout=first_timeout(fault)) as first,
+        TopNotifier(gw.app_key, SECRET, url=gw.url, timeout=GENEROUS_TIMEOUT) as notifier,
+    ):
         with pytest.raises(expected) as info:
-            notifier.send(EVENT)
+            first.send(EVENT)
         assert type(info.value) is expected
         assert info.value.request_id == EVENT.request_id
+        if fault is Fault.TIMEOUT:
+            assert "in time" in str(info.value)
+        wait_for_requests(gw, 1)
         assert gw.effects[EVENT.request_id] == int(took_effect)
         if fault is Fault.RATE_LIMIT:
             assert (info.value.code, info.value.retry_after) == ("7", 4.0)
@@ -101,14 +135,18 @@ def test_every_fault_class_then_a_retry_with_the_same_request_id(fault: Fault) -
 @pytest.mark.parametrize("fault", list(FAULTS), ids=[f.value for f in FAULTS])
 async def test_async_twin_classifies_faults_alike(fault: Fault) -> None:
     """The async notifier raises the same class for each fault and its retry lands exactly once."""
-    expected, _ = FAULTS[fault]
+    expected, took_effect = FAULTS[fault]
     async with (
-        FakeTopGateway(faults=FaultPlan.sequence(fault, hang=3.0)) as gw,
-        AsyncTopNotifier(gw.app_key, SECRET, url=gw.url, timeout=1.0) as notifier,
+        FakeTopGateway(faults=FaultPlan.sequence(fault, hang=HANG)) as gw,
+        AsyncTopNotifier(gw.app_key, SECRET, url=gw.url, timeout=first_timeout(fault)) as first,
+        AsyncTopNotifier(gw.app_key, SECRET, url=gw.url, timeout=GENEROUS_TIMEOUT) as notifier,
     ):
         with pytest.raises(expected) as info:
-            await notifier.send(EVENT)
+            await first.send(EVENT)
+        assert type(info.value) is expected
         assert info.value.request_id == EVENT.request_id
+        await await_requests(gw, 1)
+        assert gw.effects[EVENT.request_id] == int(took_effect)
         receipt = await notifier.send(EVENT)
         assert receipt.request_id == EVENT.request_id
         assert sent_request_ids(gw) == [EVENT.request_id, EVENT.request_id]
