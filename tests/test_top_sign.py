@@ -86,6 +86,18 @@ def test_parameter_order_never_changes_the_signature(
     assert sign(shuffled, secret, method) == sign(params, secret, method)
 
 
+@given(params=param_sets)
+def test_signing_string_is_byte_wise_sorted_utf8(params: dict[str, str]) -> None:
+    """The signed bytes are key+value pairs sorted by the keys' UTF-8 bytes ('B' before 'a', ASCII before 'é')."""
+    expected = b"".join(k.encode() + params[k].encode() for k in sorted(params, key=str.encode))
+    assert signing_string(params) == expected
+
+
+def test_signing_order_example() -> None:
+    """Upper case sorts before lower case and ASCII before non-ASCII, as bytes do."""
+    assert signing_string({"é": "3", "a": "2", "B": "1", "_": "x"}) == "B1_xa2é3".encode()
+
+
 @given(params=param_sets, secret=secrets, method=methods, data=st.data())
 def test_any_changed_character_changes_the_signature(
     params: dict[str, str], secret: str, method: str, data: st.DataObject
