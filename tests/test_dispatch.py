@@ -97,6 +97,19 @@ def test_durable_retry_waits_its_backoff_and_holds_the_loan(timed_store: SqlStor
     assert_delivered_in_order(timed_store, ["FI00000", "FI00001"], notifier.sent)
 
 
+def test_an_operator_retry_cuts_a_backoff_short(timed_store: SqlStore) -> None:
+    """retry(loan) makes a pending event that is waiting out its backoff due at once (nothing was parked: 0)."""
+    populate(timed_store, loans=1, changes=1)
+    notifier = InMemoryNotifier()
+    notifier.fail_next(1, TransientDeliveryError)
+    dispatcher = Dispatcher(timed_store, notifier, retry=ONE_TRY)
+    assert dispatcher.run_once().retried == 1
+    assert dispatcher.run_once().delivered == 0
+    assert timed_store.retry("FI00000") == 0
+    assert dispatcher.run_once().delivered == 1
+    assert_delivered_in_order(timed_store, ["FI00000"], notifier.sent)
+
+
 def test_backoff_doubles_up_to_its_cap() -> None:
     """RetryPolicy.backoff grows as wait_initial * 2**(n-1) plus jitter, never above wait_max."""
     policy = RetryPolicy(wait_initial=1.0, wait_jitter=0.5, wait_max=600.0)

@@ -202,15 +202,29 @@ class Outbox:
         return self._tx(run)
 
     def retry_loan(self, loan_apply_no: str) -> int:
-        """Un-park the loan's parked event, due now; returns 0 when nothing was parked."""
+        """Un-park the loan's parked event, due now; returns 0 when nothing was parked.
+
+        A pending event of the loan waiting out a backoff is made due now as well
+        (the operator says the cause is fixed), without resetting its age.
+        """
 
         def run(conn: Connection) -> int:
             if conn.scalar(sa.select(loans.c.version).where(loans.c.loan_apply_no == loan_apply_no)) is None:
                 raise UnknownLoan(loan_apply_no)
+            now = self.clock()
+            conn.execute(
+                sa.update(outbox)
+                .where(
+                    outbox.c.loan_apply_no == loan_apply_no,
+                    outbox.c.state == "pending",
+                    outbox.c.next_attempt_at > now,
+                )
+                .values(next_attempt_at=now)
+            )
             result = conn.execute(
                 sa.update(outbox)
                 .where(outbox.c.loan_apply_no == loan_apply_no, outbox.c.state == "parked")
-                .values(state="pending", next_attempt_at=self.clock(), first_failed_at=None)
+                .values(state="pending", next_attempt_at=now, first_failed_at=None)
             )
             return int(result.rowcount)
 
