@@ -252,6 +252,16 @@ def test_bad_settings_are_refused() -> None:
         _ = FakeTopGateway().url
 
 
+def test_fault_plans_that_would_do_nothing_are_refused() -> None:
+    """A schedule entry that is not a Fault (a string) or a negative delay raises InvalidConfiguration naming it."""
+    with pytest.raises(InvalidConfiguration, match=r"schedule\[1\] 'timeout'"):
+        FakeTopGateway(faults=[None, "timeout"])  # type: ignore[list-item]
+    with pytest.raises(InvalidConfiguration, match="hang -1"):
+        FaultPlan.sequence(Fault.TIMEOUT, hang=-1)
+    with pytest.raises(InvalidConfiguration, match="latency"):
+        FaultPlan.random({Fault.LATENCY: 0.5}, latency=-0.5)
+
+
 async def test_async_mode_and_concurrency() -> None:
     """In the running loop, hundreds of concurrent requests each take effect exactly once."""
     events = [change(f"C{i}") for i in range(300)]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterable, Mapping
 from random import Random
+from typing import Any
 
 import attrs
 
@@ -35,7 +36,17 @@ class Fault(enum.Enum):
 
 
 def _schedule(values: Iterable[Fault | None]) -> tuple[Fault | None, ...]:
-    return tuple(values)
+    schedule = tuple(values)
+    for position, fault in enumerate(schedule):
+        # A string such as "timeout" would otherwise match no fault and inject nothing, silently.
+        if fault is not None and not isinstance(fault, Fault):
+            raise InvalidConfiguration(f"schedule[{position}]", fault, "each entry must be a Fault or None")
+    return schedule
+
+
+def _seconds(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        raise InvalidConfiguration(attribute.name, value, "must be a number of seconds, 0 or more")
 
 
 def _rates(values: Mapping[Fault, float]) -> Mapping[Fault, float]:
@@ -64,9 +75,9 @@ class FaultPlan:
     schedule: tuple[Fault | None, ...] = attrs.field(default=(), converter=_schedule)
     rates: Mapping[Fault, float] = attrs.field(factory=dict, converter=_rates)
     repeat: bool = False
-    latency: float = 0.05
-    hang: float = 30.0
-    retry_after: int = 1
+    latency: float = attrs.field(default=0.05, validator=_seconds)
+    hang: float = attrs.field(default=30.0, validator=_seconds)
+    retry_after: int = attrs.field(default=1, validator=_seconds)
 
     @classmethod
     def none(cls) -> FaultPlan:
