@@ -32,6 +32,7 @@ from loanstate.testing import (
 )
 
 MACHINE = default_machine()
+AT = datetime(2024, 1, 1, tzinfo=UTC)
 
 
 class _Model:
@@ -78,6 +79,43 @@ def test_compiled_table_agrees_with_transitions(data: dict[str, Any]) -> None:
                 assert model.state == machine.after(before, trigger)
             finally:
                 engine.remove_model(model)
+
+
+def _constant(answer: bool) -> Any:
+    def guard(event: LoanChangeEvent) -> bool:
+        return answer
+
+    return guard
+
+
+@settings(max_examples=40)
+@given(st.data(), definitions())
+def test_guarded_change_agrees_with_firing_the_trigger(data: st.DataObject, definition: dict[str, Any]) -> None:
+    """With guards on random transitions, change() accepts a pair exactly when transitions fires its trigger."""
+    guarded = dict(definition)
+    guarded["transitions"] = [
+        {**t, "guard": _constant(data.draw(st.booleans(), label="guard"))} if data.draw(st.booleans()) else t
+        for t in definition.get("transitions", [])
+    ]
+    machine = LoanMachine.from_dict(guarded)
+    engine = machine._engine
+    for t in machine.transitions:
+        trigger = t.trigger or f"to_{t.after}"
+        for before in t.before:
+            event = LoanChangeEvent("FI1", before, t.after, AT, "rid")
+            model = _Model()
+            engine.add_model(model, initial=before)
+            try:
+                fired = bool(model.trigger(trigger, event))  # type: ignore[attr-defined]
+            finally:
+                engine.remove_model(model)
+            refusal: str | None = None
+            try:
+                machine.change(loan_apply_no="FI1", before=before, after=t.after, at=AT)
+            except IllegalTransition as exc:
+                refusal = exc.reason
+            assert refusal == (None if fired else "refused by its guard"), (before, t.after, trigger)
+            assert machine.is_guarded(before, t.after) == (t.guard is not None)
 
 
 @given(st.data(), definitions())
