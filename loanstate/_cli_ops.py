@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import stat
 import sys
 import tomllib
@@ -61,6 +62,15 @@ class Settings:
     app_secret: str | None = attrs.field(default=None, repr=False)
     top_url: str | None = None
     source: str = "environment"
+
+
+# "scheme://user:password@host": what a URL that cannot even be parsed may still hold.
+_PASSWORD_IN_URL: Final = re.compile(r"(://[^:@/]*:).*@")  # greedy: a raw '@' or '/' in the password too
+
+
+def _redacted(url: str) -> str:
+    """``url`` with any password masked, for an error message about a URL SQLAlchemy cannot parse."""
+    return _PASSWORD_IN_URL.sub(r"\1***@", url)
 
 
 def _read_config(path: str) -> dict[str, Any]:
@@ -101,7 +111,7 @@ def settings(config: str | None, db: str | None) -> Settings:
         try:
             parsed = make_url(db)
         except (ArgumentError, ValueError):  # ValueError: a port that is not a number
-            raise InputError(f"--db {db!r} is not a database URL (e.g. sqlite:///loans.db)") from None
+            raise InputError(f"--db {_redacted(db)!r} is not a database URL (e.g. sqlite:///loans.db)") from None
         if parsed.password is not None:
             raise InputError(
                 "--db holds a password, and command lines are visible to other users: "
@@ -144,7 +154,7 @@ def open_store(s: Settings, *, create: bool = False) -> Iterator[SqlStore]:
     try:
         url = make_url(s.db_url)
     except (ArgumentError, ValueError):  # ValueError: a port that is not a number
-        raise InputError(f"{s.db_url!r} is not a database URL (e.g. sqlite:///loans.db)") from None
+        raise InputError(f"{_redacted(s.db_url)!r} is not a database URL (e.g. sqlite:///loans.db)") from None
     if s.db_password and url.password is None:
         url = url.set(password=s.db_password)
     shown = url.render_as_string(hide_password=True)

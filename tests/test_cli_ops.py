@@ -179,6 +179,11 @@ def test_database_problems_are_one_line_exit_two(tmp_path: Path) -> None:
     assert "cannot use database" in one_line_error(unreachable)
     bad_port = run("outbox", "status", "--db", "postgresql+psycopg://loanstate@127.0.0.1:port/loans")
     assert "is not a database URL" in one_line_error(bad_port)
+    unparsable = run("outbox", "status", env={"LOANSTATE_DB_URL": "postgresql+psycopg://u:hun@ter2@127.0.0.1:x/db"})
+    line = one_line_error(unparsable)
+    assert "is not a database URL" in line
+    assert "hun" not in line
+    assert "ter2" not in line
     not_a_db = tmp_path / "notes.txt"
     not_a_db.write_text("not a database\n" * 100, encoding="utf-8")
     assert "cannot use database" in one_line_error(run("demo", "--loans", "5", "--db", f"sqlite:///{not_a_db}"))
