@@ -451,3 +451,12 @@ def test_settings_that_cannot_work_are_named(
     with pytest.raises(InvalidConfiguration, match="cert") as info:
         notifier("k", SECRET, url="https://h/", cert=missing)
     assert info.value.value == missing
+
+
+def test_credentials_utf8_cannot_encode_are_refused_up_front() -> None:
+    """A lone surrogate in a credential is refused when the notifier is made (the secret unshown), not at a send."""
+    with pytest.raises(InvalidConfiguration) as info:
+        TopNotifier("k", "s3cr3t-\ud800", url="https://h/")
+    assert (info.value.setting, info.value.value) == ("app_secret", "<hidden>")
+    with pytest.raises(InvalidConfiguration, match="app_key"):
+        AsyncTopNotifier("k-\udfff", SECRET, url="https://h/")

@@ -148,3 +148,16 @@ def test_verify_refuses_missing_or_unknown_method_or_sign() -> None:
     assert not verify(PUBLIC_PARAMS, "test")
     assert not verify({**signed, "sign_method": "sha1"}, "test")
     assert not verify({**signed, "sign": "签名"}, "test")
+
+
+def test_a_secret_utf8_cannot_encode_is_refused_without_showing_it() -> None:
+    """A secret with a lone surrogate raises InvalidConfiguration that neither shows nor chains the secret."""
+    secret = "s3cr3t-\ud800-tail"
+    for call in (lambda: sign(PUBLIC_PARAMS, secret, "md5"), lambda: verify({**PUBLIC_PARAMS, "sign": "AB"}, secret)):
+        with pytest.raises(InvalidConfiguration) as info:
+            call()
+        error = info.value
+        assert error.value == "<hidden>"
+        assert "s3cr3t" not in str(error)
+        assert error.__cause__ is None
+        assert error.__suppress_context__

@@ -151,6 +151,12 @@ class TopProtocol:
         if not isinstance(app_secret, str) or not app_secret.strip():
             # The value of a secret is never echoed, not even a wrong one.
             raise InvalidConfiguration("app_secret", "<hidden>", "must be a non-blank string")
+        for setting, text in (("app_key", app_key), ("app_secret", app_secret)):
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError:  # a lone surrogate; the error would carry the whole text
+                shown = "<hidden>" if setting == "app_secret" else ascii(text)
+                raise InvalidConfiguration(setting, shown, "must be text that UTF-8 can encode") from None
         if sign_method not in SIGN_METHODS:
             raise InvalidConfiguration("sign_method", sign_method, f"expected one of {', '.join(sorted(SIGN_METHODS))}")
         if format not in FORMATS:

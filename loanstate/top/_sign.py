@@ -61,15 +61,24 @@ def _digest(data: bytes, key: bytes, sign_method: str) -> str:
     return raw.hex().upper()
 
 
+def _secret_bytes(secret: str) -> bytes:
+    try:
+        return secret.encode("utf-8")
+    except (UnicodeEncodeError, AttributeError):
+        # Not chained: a UnicodeEncodeError holds the whole secret in its .object.
+        raise InvalidConfiguration("secret", "<hidden>", "must be text that UTF-8 can encode") from None
+
+
 def sign(params: Mapping[str, str], secret: str, sign_method: str) -> str:
     """The ``sign`` value for ``params``: upper-case hex, as the gateway expects.
 
     ``params`` holds every system and business parameter as text; a ``sign``
     key, blank keys and blank values are ignored. Raises
-    :class:`~loanstate.InvalidConfiguration` for an unknown ``sign_method``.
+    :class:`~loanstate.InvalidConfiguration` for an unknown ``sign_method``
+    or a secret that is not UTF-8-encodable text (its value is never shown).
     """
     _check_method(sign_method)
-    return _digest(signing_string(params), secret.encode("utf-8"), sign_method)
+    return _digest(signing_string(params), _secret_bytes(secret), sign_method)
 
 
 def verify(params: Mapping[str, str], secret: str) -> bool:
@@ -83,5 +92,5 @@ def verify(params: Mapping[str, str], secret: str) -> bool:
     method = params.get("sign_method") or "md5"
     if not given or method not in SIGN_METHODS:
         return False
-    expected = _digest(signing_string(params), secret.encode("utf-8"), method)
+    expected = _digest(signing_string(params), _secret_bytes(secret), method)
     return hmac.compare_digest(expected, given.upper().encode("ascii", "replace").decode("ascii"))
