@@ -460,3 +460,21 @@ def test_credentials_utf8_cannot_encode_are_refused_up_front() -> None:
     assert (info.value.setting, info.value.value) == ("app_secret", "<hidden>")
     with pytest.raises(InvalidConfiguration, match="app_key"):
         AsyncTopNotifier("k-\udfff", SECRET, url="https://h/")
+
+
+async def test_transport_errors_hold_no_client_exception() -> None:
+    """A dropped connection's error has no __cause__ or __context__: the client's exception holds the signed request."""
+    plan = FaultPlan.sequence(Fault.DROP, Fault.DROP)
+    async with FakeTopGateway(faults=plan) as gw:
+        async with AsyncTopNotifier(gw.app_key, SECRET, url=gw.url) as notifier:
+            with pytest.raises(TransientDeliveryError) as async_info:
+                await notifier.send(EVENT)
+        sync_notifier = TopNotifier(gw.app_key, SECRET, url=gw.url)
+        try:
+            with pytest.raises(TransientDeliveryError) as sync_info:
+                await asyncio.to_thread(sync_notifier.send, EVENT)
+        finally:
+            sync_notifier.close()
+    for error in (async_info.value, sync_info.value):
+        assert (error.__cause__, error.__context__) == (None, None)
+        assert "connection" in str(error)

@@ -18,7 +18,7 @@ from urllib.request import getproxies, proxy_bypass
 import aiohttp
 from yarl import URL
 
-from loanstate._errors import InvalidConfiguration
+from loanstate._errors import DeliveryError, InvalidConfiguration
 from loanstate._events import LoanChangeEvent
 from loanstate.notifiers._base import BaseAsyncNotifier, Receipt
 from loanstate.notifiers._top_common import Clock, TopProtocol, no_answer, tls_context, tls_settings_error
@@ -142,6 +142,8 @@ class AsyncTopNotifier(BaseAsyncNotifier):
         """Deliver ``event``; return the receipt or raise a ``DeliveryError`` (see the outcome table)."""
         protocol = self._protocol
         request = protocol.prepare(event)
+        # Raised after the except clause, so without a __context__ that holds the signed request.
+        failure: DeliveryError | None = None
         try:
             async with self._session().post(
                 # The query string is already percent-encoded: yarl must not re-quote it.
@@ -156,9 +158,11 @@ class AsyncTopNotifier(BaseAsyncNotifier):
                 content_type = response.headers.get("Content-Type")
                 retry_after = response.headers.get("Retry-After")
         except TimeoutError as exc:  # aiohttp's timeouts are TimeoutError (some are also ClientError)
-            raise no_answer(event, exc, timed_out=True) from None
+            failure = no_answer(event, exc, timed_out=True)
         except aiohttp.ClientError as exc:
-            raise no_answer(event, exc, timed_out=False) from None
+            failure = no_answer(event, exc, timed_out=False)
+        if failure is not None:
+            raise failure
         return protocol.interpret(event, status, body, content_type=content_type, retry_after=retry_after)
 
     async def aclose(self) -> None:

@@ -21,7 +21,7 @@ from typing import Final
 
 import httpx2
 
-from loanstate._errors import InvalidConfiguration, PermanentDeliveryError
+from loanstate._errors import DeliveryError, InvalidConfiguration, PermanentDeliveryError
 from loanstate._events import LoanChangeEvent
 from loanstate.notifiers._base import BaseNotifier, Receipt
 from loanstate.notifiers._top_aiohttp import DEFAULT_ASYNC_TIMEOUT, AsyncTopNotifier
@@ -131,6 +131,9 @@ class TopNotifier(BaseNotifier):
         """Deliver ``event``; return the receipt or raise a ``DeliveryError`` (see the outcome table)."""
         protocol = self._protocol
         request = protocol.prepare(event)
+        # The error is raised after the except clause, so it has no __context__:
+        # the client's exception holds the request, whose body carries the signature.
+        failure: DeliveryError | None = None
         try:
             response = self._client.post(
                 protocol.target(request),
@@ -139,13 +142,14 @@ class TopNotifier(BaseNotifier):
                 timeout=self._timeout,
             )
         except httpx2.TimeoutException as exc:
-            raise no_answer(event, exc, timed_out=True) from None
+            failure = no_answer(event, exc, timed_out=True)
         except httpx2.UnsupportedProtocol as exc:
-            error = PermanentDeliveryError(f"cannot reach the gateway ({exc})", request_id=event.request_id)
-            log_failure(event, error)
-            raise error from None
+            failure = PermanentDeliveryError(f"cannot reach the gateway ({exc})", request_id=event.request_id)
+            log_failure(event, failure)
         except httpx2.HTTPError as exc:
-            raise no_answer(event, exc, timed_out=False) from None
+            failure = no_answer(event, exc, timed_out=False)
+        if failure is not None:
+            raise failure
         return protocol.interpret(
             event,
             response.status_code,
