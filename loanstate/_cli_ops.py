@@ -28,8 +28,10 @@ import json
 import logging
 import os
 import re
+import signal
 import stat
 import sys
+import threading
 import tomllib
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -321,7 +323,7 @@ def demo(  # noqa: PLR0917 - click passes every option by name anyway
 @click.option("--seed", default=0, show_default=True)
 @debug_option
 def gateway(port: int, machine_file: str | None, fault_rate: float, latency: float, seed: int) -> int:
-    """Run the fake Alibaba open-platform gateway on 127.0.0.1 in the foreground (Ctrl-C stops it).
+    """Run the fake Alibaba open-platform gateway on 127.0.0.1 in the foreground (Ctrl-C or SIGTERM stops it).
 
     It checks signatures, timestamps and the business JSON like the platform,
     deduplicates by request_id, and injects transient faults at --fault-rate.
@@ -351,7 +353,15 @@ def gateway(port: int, machine_file: str | None, fault_rate: float, latency: flo
         )
         sys.stdout.flush()
 
-    fake.serve_forever(ready)
+    # Ctrl-C or SIGTERM (a service manager, `kill`) stops it cleanly; installed
+    # explicitly, since a shell starts background jobs with SIGINT ignored.
+    stop = threading.Event()
+    previous = {sig: signal.signal(sig, lambda signum, frame: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        fake.serve_forever(ready, stop=stop)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     click.echo(f"stopped after {len(fake.requests)} requests", err=True)
     return 0
 

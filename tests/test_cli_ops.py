@@ -111,8 +111,9 @@ def test_demo_text_summary_and_a_plain_install_without_hypothesis() -> None:
 # -- gateway -------------------------------------------------------------------------
 
 
-def test_gateway_runs_in_the_foreground_and_answers_a_signed_call() -> None:
-    """``loanstate gateway --port 0`` prints its URL, accepts a signed notification, stops on Ctrl-C."""
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM])
+def test_gateway_runs_in_the_foreground_and_answers_a_signed_call(stop: signal.Signals) -> None:
+    """``loanstate gateway --port 0`` prints its URL, accepts a signed notification, stops on Ctrl-C or SIGTERM."""
     with subprocess.Popen(
         [str(SCRIPT), "gateway", "--port", "0"],
         stdout=subprocess.PIPE,
@@ -130,9 +131,10 @@ def test_gateway_runs_in_the_foreground_and_answers_a_signed_call() -> None:
                 receipt = notifier.send(event)
             assert receipt.request_id == event.request_id
         finally:
-            process.send_signal(signal.SIGINT)
-            process.wait(timeout=30)
-    assert process.returncode == 0
+            process.send_signal(stop)
+            _, said = process.communicate(timeout=30)
+    assert process.returncode == 0, said
+    assert "stopped after 1 requests" in said
 
 
 # -- deliver -------------------------------------------------------------------------
