@@ -150,8 +150,8 @@ class DeliveryError(LoanStateError):
     """A change notification did not reach the platform.
 
     Attributes keep what the gateway said, never the credentials used:
-    ``request_id`` (the idempotency key), ``trace_id``, ``code``/``message``
-    (platform level), ``sub_code``/``sub_message``, ``response_code``/
+    ``request_id`` (the idempotency key), ``trace_id``, ``code``/``msg``
+    (platform level; ``message`` is this error's own text), ``sub_code``/``sub_message``, ``response_code``/
     ``response_message`` (business level), ``http_status`` and
     ``retry_after`` (seconds to wait, where the platform implies a window).
     """
@@ -163,6 +163,7 @@ class DeliveryError(LoanStateError):
         request_id: str | None = None,
         trace_id: str | None = None,
         code: str | None = None,
+        msg: str | None = None,
         sub_code: str | None = None,
         sub_message: str | None = None,
         response_code: str | None = None,
@@ -174,6 +175,7 @@ class DeliveryError(LoanStateError):
         self.request_id = request_id
         self.trace_id = trace_id
         self.code = code
+        self.msg = msg
         self.sub_code = sub_code
         self.sub_message = sub_message
         self.response_code = response_code
