@@ -94,6 +94,7 @@ REFUSALS: dict[str, tuple[Callable[[], dict[str, str]], str, str | None]] = {
     "missing business": (lambda: _drop(signed(change()), BUSINESS_PARAM), "40", None),
     "business not json": (lambda: resign({**signed(change()), BUSINESS_PARAM: "{nope"}), "41", None),
     "business not object": (lambda: resign({**signed(change()), BUSINESS_PARAM: "[1]"}), "41", None),
+    "business too deep": (lambda: resign({**signed(change()), BUSINESS_PARAM: "[" * 100_000}), "41", None),
     "missing field": (lambda: _business({k: v for k, v in GOOD.items() if k != "loan_apply_no"}), "50", "isv"),
     "wrong type": (lambda: _business({**GOOD, "customer_id": 123}), "50", "isv"),
     "unknown field": (lambda: _business({**GOOD, "amount": "1"}), "50", "isv"),

@@ -93,7 +93,7 @@ def _parse_timestamp(text: str) -> datetime | None:
 def _check_business(raw: str, rid: str, machine: LoanMachine | None) -> LoanChangeEvent | Answer:
     try:
         data = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):  # a deeply nested value is as invalid as a broken one
         return error_answer(rid, 41, f"Invalid arguments:{BUSINESS_PARAM}")
     if not isinstance(data, dict):
         return error_answer(rid, 41, f"Invalid arguments:{BUSINESS_PARAM}")
