@@ -47,7 +47,7 @@ def post(client: httpx2.Client, gw: FakeTopGateway, params: dict[str, str]) -> h
 
 @pytest.fixture
 def client() -> Iterator[httpx2.Client]:
-    with httpx2.Client(timeout=5.0) as c:
+    with httpx2.Client(timeout=30.0) as c:
         yield c
 
 
@@ -268,7 +268,8 @@ async def test_async_mode_and_concurrency() -> None:
     events = [change(f"C{i}") for i in range(300)]
     async with (
         FakeTopGateway(machine=MACHINE) as gw,
-        httpx2.AsyncClient(limits=httpx2.Limits(max_connections=200)) as c,
+        # A generous timeout: 300 requests share one loop with the server on a possibly loaded machine.
+        httpx2.AsyncClient(limits=httpx2.Limits(max_connections=200), timeout=60.0) as c,
     ):
 
         async def send(event: LoanChangeEvent) -> bool:
