@@ -99,6 +99,7 @@ REFUSALS: dict[str, tuple[Callable[[], dict[str, str]], str, str | None]] = {
     "wrong type": (lambda: _business({**GOOD, "customer_id": 123}), "50", "isv"),
     "unknown field": (lambda: _business({**GOOD, "amount": "1"}), "50", "isv"),
     "bad date format": (lambda: _business({**GOOD, "change_time": "2024-05-01T09:00:00+08:00"}), "50", "isv"),
+    "non-ASCII digits": (lambda: _business({**GOOD, "change_time": "٢٠٢٤-05-01 09:00:00"}), "50", "isv"),
     "unknown status": (lambda: _business({**GOOD, "after_status": "DUE"}), "50", "isv"),
     "illegal pair": (lambda: _business({**GOOD, "before_status": "INVALID", "after_status": "NEW"}), "50", "isv"),
 }

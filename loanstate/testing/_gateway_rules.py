@@ -26,7 +26,7 @@ __all__ = ["SKEW", "Answer", "check_request", "error_answer", "render", "success
 #: How far the request's timestamp may be from the gateway's clock.
 SKEW: Final = timedelta(minutes=10)
 _WRAPPER: Final = API_METHOD.replace(".", "_") + "_response"
-_TIME: Final = re.compile(r"(\d{4})-(\d{2})-(\d{2}) (\d{2}):(\d{2}):(\d{2})")
+_TIME: Final = re.compile(r"(\d{4})-(\d{2})-(\d{2}) (\d{2}):(\d{2}):(\d{2})", re.ASCII)  # ASCII digits only
 _OPTIONAL: Final = frozenset({"customer_id", "institution_loan_no"})
 
 
