@@ -238,6 +238,7 @@ def test_https_or_loopback_urls_are_accepted(url: str) -> None:
         "http://10.0.0.1/router/rest",
         "ftp://x/",
         "https://h/p?a=1",
+        "https://h/p?",
         "https://h:99999/router/rest",
     ],
 )

@@ -61,7 +61,7 @@ def check_url(url: str) -> str:
         raise InvalidConfiguration("url", url, "expected an http(s) URL such as " + PRODUCTION_URL)
     if parts.scheme == "http" and not _is_loopback(parts.hostname):
         raise InvalidConfiguration("url", url, "HTTPS is required except for loopback addresses")
-    if parts.query or parts.fragment:
+    if "?" in url or "#" in url:  # even an empty one: the query string is appended after a "?"
         raise InvalidConfiguration("url", url, "must not carry a query string or fragment")
     try:
         parts.port  # noqa: B018 - urlsplit checks the port only when asked
