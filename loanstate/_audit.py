@@ -75,6 +75,8 @@ _CHUNK_BYTES: Final = 1 << 22
 _FIND_AT_MOST: Final = 32
 _BATCH_LINES: Final = 256
 _NOTHING: Final[frozenset[str]] = frozenset()
+# Stands for a change_time that parses but leaves the datetime range once in UTC.
+_OUT_OF_RANGE: Final = object()
 # surrogateescape turns each undecodable byte into a lone surrogate U+DC80..U+DCFF.
 _UNDECODABLE: Final = re.compile("[\udc80-\udcff]")
 _UNDECODABLE_AT_MOST: Final = 16
@@ -315,8 +317,8 @@ class HistoryAudit:
                         loans[loan] = (canonical[after], utc, line, raw_time, customer_id, institution_loan_no)
                         fast += 1
                         continue
-                except (KeyError, TypeError, ValueError, AttributeError):
-                    pass
+                except (KeyError, TypeError, ValueError, AttributeError, OverflowError):
+                    pass  # OverflowError: an instant near year 1 or 9999 that leaves the range once in UTC
                 if record.__class__ is not dict:
                     if record is None:
                         continue
@@ -369,6 +371,11 @@ class HistoryAudit:
                         moment = parse_time(moment)
                     except ValueError:
                         moment = None  # reported below, from the raw value
+                if isinstance(moment, datetime) and moment.utcoffset() is not None:
+                    try:
+                        utc = moment.astimezone(UTC).replace(tzinfo=None)
+                    except OverflowError:
+                        moment = _OUT_OF_RANGE  # reported below, from the raw value
                 customer_id = get("customer_id")
                 institution_loan_no = get("institution_loan_no")
                 # A loan already on record has a valid loan_apply_no: skip checking it again.
@@ -398,8 +405,7 @@ class HistoryAudit:
                             rid if rid_valid else None,
                         )
                         continue
-                # From here every field is well formed (statuses may be unknown).
-                utc = moment.astimezone(UTC).replace(tzinfo=None)
+                # From here every field is well formed (statuses may be unknown), and utc is set.
                 if not (known_before and known_after):
                     unknown = [
                         f"{name} {value!r}"
@@ -508,6 +514,8 @@ def _field_problems(record: Mapping[str, Any], canonical: Mapping[str, str], mom
     raw_time = record.get("change_time")
     if raw_time is None:
         bad["change_time"] = "is required"
+    elif moment is _OUT_OF_RANGE:
+        bad["change_time"] = f"is out of range once converted to UTC: {_short(raw_time)}"
     elif not isinstance(moment, datetime):
         bad["change_time"] = f"must be an ISO 8601 date-time with a UTC offset, got {_short(raw_time)}"
     elif moment.utcoffset() is None:

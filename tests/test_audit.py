@@ -276,7 +276,19 @@ def test_times_compare_as_instants_across_offsets_and_z(scratch: Path) -> None:
     findings = found(HistoryAudit.of_file(path))
     # 03:00Z follows 02:00Z; 03:30Z follows 03:00Z; 01:00Z goes back.
     assert [(f.line, f.kind) for f in findings] == [(4, "time-backwards")]
-    assert "2024-01-01T01:00Z" not in findings[0].message or "01:00" in findings[0].message
+    assert "(line 3) at 2023-12-31T22:00:00-05:30" in findings[0].message
+
+
+@pytest.mark.parametrize("moment", ["9999-12-31T23:59:59-12:00", "0001-01-01T00:00:00+14:00"])
+def test_a_time_out_of_range_in_utc_is_malformed(scratch: Path, moment: str) -> None:
+    """A change_time that parses but leaves the datetime range in UTC is malformed, on either path; no crash."""
+    later = {**RECORD, "before_status": "OVERDUE", "after_status": "NEW", "change_time": moment, "request_id": "r2"}
+    odd_first = {**RECORD, "loan_apply_no": "FI2", "change_time": moment, "request_id": "r3"}
+    path = write(scratch, "history.jsonl", "".join(json.dumps(r) + "\n" for r in (RECORD, later, odd_first)))
+    for audit in (HistoryAudit.of_file(path), HistoryAudit.of_records([RECORD, later, odd_first])):
+        findings = found(audit)
+        assert [(f.line, f.kind) for f in findings] == [(2, "malformed"), (3, "malformed")]
+        assert all("change_time: is out of range" in f.message for f in findings)
 
 
 def test_a_line_in_another_encoding_is_malformed_alone(scratch: Path) -> None:
