@@ -589,7 +589,10 @@ def _guess_format(path: str, head: bytes) -> InputFormat:
 
 def _csv_header(path: str, head: bytes, encoding: str) -> list[str]:
     text = head.removeprefix(_BOM).decode(encoding, errors="replace")
-    first = next(csv.reader(io.StringIO(text)), None)
+    try:
+        first = next(csv.reader(io.StringIO(text)), None)
+    except csv.Error as exc:  # e.g. a lone CR (old Mac line ends) in the header
+        raise UnreadableInput(path, f"has no readable CSV header row: {exc}") from None
     if not first:
         raise UnreadableInput(path, "is empty: a CSV history starts with a header row naming the fields")
     header = [h.strip() for h in first]

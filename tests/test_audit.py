@@ -241,12 +241,15 @@ def test_huge_sparse_binary_file_is_recognised_from_its_first_chunk(scratch: Pat
 
 
 def test_unknown_encoding_and_missing_csv_columns_are_refused(scratch: Path) -> None:
-    """An unknown --encoding and a CSV header without the required fields are input errors."""
+    """An unknown --encoding, a CSV header without the required fields or one csv cannot read are input errors."""
     path = write(scratch, "history.csv", "loan_apply_no,status\nFI1,NEW\n")
     with pytest.raises(UnreadableInput, match="unknown encoding"):
         HistoryAudit.of_file(path, encoding="no-such-codec")
     with pytest.raises(UnreadableInput, match="lacks before_status"):
         HistoryAudit.of_file(path)
+    old_mac = write(scratch, "old-mac.csv", "loan_apply_no,before_status\rFI1,NEW\r")  # CR-only line ends
+    with pytest.raises(UnreadableInput, match="no readable CSV header row"):
+        HistoryAudit.of_file(old_mac)
 
 
 def test_finding_and_summary_serialise_to_json() -> None:
