@@ -30,7 +30,7 @@ from loanstate._definition import (
     read_file,
 )
 from loanstate._errors import IllegalTransition, InvalidDefinition, InvalidEvent
-from loanstate._events import _DECLARED_STATUSES, LoanChangeEvent, _check_time, derive_request_id
+from loanstate._events import _DECLARED_STATUSES, LoanChangeEvent, derive_request_id
 
 __all__ = ["LoanMachine", "Transition", "default_machine"]
 
@@ -252,7 +252,7 @@ class LoanMachine:
         """
         try:
             return self._triggers[(before, trigger)]
-        except KeyError:
+        except (KeyError, TypeError):  # TypeError: an unhashable argument is no trigger either
             names = sorted({t for (b, t) in self._triggers if b == before})
             raise IllegalTransition(
                 before,
@@ -293,8 +293,9 @@ class LoanMachine:
         if request_id is None:
             try:
                 request_id = derive_request_id(loan_apply_no, before, after, at)
-            except (TypeError, AttributeError):
-                _check_time(None, _CHANGE_TIME, at)  # says what is wrong with ``at``
+            except (TypeError, AttributeError, ValueError):  # ValueError: UnicodeEncodeError of a lone surrogate
+                # Let the event's validators say which field is wrong (with a stand-in id).
+                LoanChangeEvent(loan_apply_no, before, after, at, "0", customer_id, institution_loan_no)
                 raise
         event = LoanChangeEvent(loan_apply_no, before, after, at, request_id, customer_id, institution_loan_no)
         if self._guarded and (before, after) in self._guarded:
@@ -370,9 +371,6 @@ class LoanMachine:
             out.append(f"    {_dot_string(before)} -> {_dot_string(after)}{label};")
         out.append("}")
         return "\n".join(out) + "\n"
-
-
-_CHANGE_TIME: Final = next(a for a in LoanChangeEvent.__attrs_attrs__ if a.name == "change_time")
 
 
 def _hashable(value: object) -> bool:

@@ -238,6 +238,19 @@ def test_unhashable_status_is_bad_input(before: object, after: object) -> None:
         machine.allowed(["NEW"])  # type: ignore[arg-type]
 
 
+def test_text_utf8_cannot_encode_is_bad_input() -> None:
+    """A lone surrogate in loan_apply_no is an InvalidEvent naming the field, not a UnicodeEncodeError."""
+    with pytest.raises(InvalidEvent) as info:
+        default_machine().change(loan_apply_no="FI\ud800", before="NEW", after="OVERDUE", at=AT)
+    assert "loan_apply_no" in info.value.errors
+
+
+def test_after_with_an_unhashable_trigger_is_illegal() -> None:
+    """after() with a trigger that is not even hashable raises IllegalTransition like any unknown trigger."""
+    with pytest.raises(IllegalTransition, match="does not apply"):
+        default_machine().after("NEW", ["settle"])  # type: ignore[arg-type]
+
+
 def test_from_file_reads_toml(tmp_path: Path) -> None:
     """A TOML definition file builds the machine it describes."""
     path = tmp_path / "mine.toml"
