@@ -13,6 +13,7 @@ import tempfile
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 from example_servicing.eager_loan_book import EagerLoanBook
@@ -292,13 +293,22 @@ class OwnLifecycle(LoanLifecycleStateMachine):
         }
     )
 
+    #: Every status a loan reached, over all runs (so the test can tell its lifecycle was driven).
+    reached: ClassVar[set[str]] = set()
+
     def make_adapter(self) -> ServicingAdapter:
         return LoanBookAdapter(LoanBook, self.loan_machine)
 
+    def teardown(self) -> None:
+        type(self).reached.update(self.model.values())
+        super().teardown()
+
 
 def test_a_custom_lifecycle_is_driven() -> None:
-    """With loan_machine set, the fixed loan book passes against that lifecycle."""
+    """With loan_machine set, the fixed loan book passes against that lifecycle, whose own statuses are reached."""
+    OwnLifecycle.reached.clear()
     run_state_machine_as_test(OwnLifecycle, settings=settings(max_examples=20, stateful_step_count=20))
+    assert OwnLifecycle.reached & {"LATE", "CLOSED"}  # statuses the shipped lifecycle does not have
 
 
 # -- our own durable path under the kit ---------------------------------------------
