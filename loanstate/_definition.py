@@ -108,7 +108,14 @@ def _line(lines: Mapping[str, int], where: str) -> int | None:
 
 def read_file(path: str | os.PathLike[str]) -> tuple[Definition | None, list[Problem]]:
     """Read a TOML definition; return it (or ``None``) and the reading problems."""
-    source = os.fspath(path)
+    try:
+        source = os.fspath(path)
+    except TypeError:
+        return None, [Problem("unreadable", f"not a file path: {path!r}", "", repr(path))]
+    if isinstance(source, bytes):
+        source = os.fsdecode(source)
+    if "\x00" in source:  # the OS would refuse it with a ValueError
+        return None, [Problem("unreadable", "a file path cannot contain a NUL character", "", repr(source))]
     p = Path(source)
 
     def fail(message: str) -> tuple[None, list[Problem]]:

@@ -106,6 +106,15 @@ def test_missing_file_and_directory(tmp_path: Path) -> None:
     assert "is a directory" in _problems(tmp_path)[0].message
 
 
+def test_impossible_paths_are_one_clear_problem() -> None:
+    """A path with a NUL character or a value that is no path is an 'unreadable' problem, not a ValueError/TypeError."""
+    for path in ("life\x00cycle.toml", 123):
+        problems = LoanMachine.problems_in_file(path)  # type: ignore[arg-type]
+        assert [p.code for p in problems] == ["unreadable"]
+        with pytest.raises(InvalidDefinition, match=r"NUL|not a file path"):
+            LoanMachine.from_file(path)  # type: ignore[arg-type]
+
+
 def test_huge_file_is_refused_before_reading(tmp_path: Path) -> None:
     """A file over 1 MiB is refused from its size alone."""
     path = tmp_path / "big.toml"
