@@ -147,6 +147,10 @@ def test_retry_after_header_and_code_10_wait() -> None:
     """A Retry-After header sets the wait on 503/429; unavailable_wait sets it for code 10."""
     assert classify(503, b"", retry_after="7").retry_after == 7.0
     assert classify(429, b"", retry_after="Wed, 21 Oct 2015 07:28:00 GMT").retry_after == 1.0
+    for header in ("inf", "nan", "-5"):  # not a wait: the 503 falls back to the caller's backoff
+        assert classify(503, b"", retry_after=header).retry_after is None
+    endless = error_json(code=7, sub_msg="This ban will last for " + "9" * 400 + " more seconds")
+    assert classify(200, endless).retry_after == 1.0  # an overflowing figure is no wait either
     policy = OutcomePolicy(unavailable_wait=30.0)
     assert classify(200, error_json(code=10), policy=policy).retry_after == 30.0
 

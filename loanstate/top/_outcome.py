@@ -30,6 +30,7 @@ Pure functions; notifiers, the dispatcher and the docs all use this one table.
 from __future__ import annotations
 
 import enum
+import math
 import re
 from collections.abc import Iterable
 from datetime import datetime
@@ -163,8 +164,8 @@ def _ban_wait(response: TopResponse, policy: OutcomePolicy) -> float:
     for text in (response.sub_message, response.message):
         if text:
             match = _BAN_SECONDS.search(text)
-            if match:
-                return float(match.group(1))
+            if match and math.isfinite(seconds := float(match.group(1))):
+                return seconds
     return policy.rate_limit_wait
 
 
@@ -238,7 +239,8 @@ def _header_wait(value: str | None) -> float | None:
         seconds = float(value.strip())
     except ValueError:
         return None  # an HTTP-date; rare enough to leave to the caller's backoff
-    return seconds if seconds >= 0 else None
+    # "inf" and "nan" parse as floats; a wait must be a real, finite number of seconds.
+    return seconds if math.isfinite(seconds) and seconds >= 0 else None
 
 
 def classify(
