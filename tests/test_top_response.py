@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from loanstate import TransientDeliveryError
+from loanstate import InvalidConfiguration, TransientDeliveryError
 from loanstate.top import (
     UNREADABLE,
     OutcomeKind,
@@ -245,3 +245,17 @@ def test_deeply_nested_reply_is_unreadable(body: bytes) -> None:
         parse_response(body)
     assert caught.value.code == UNREADABLE
     assert classify(200, body).kind is OutcomeKind.TRANSIENT
+
+
+def test_policy_settings_are_checked() -> None:
+    """A bare string of codes (a set of its letters), non-text codes or a wait that is no finite time are refused."""
+    with pytest.raises(InvalidConfiguration, match="'TRY_LATER'"):
+        OutcomePolicy(retryable="TRY_LATER")
+    with pytest.raises(InvalidConfiguration, match="business codes"):
+        OutcomePolicy(already_done={7})  # type: ignore[arg-type]
+    for wait in (-1.0, float("inf"), float("nan")):
+        with pytest.raises(InvalidConfiguration, match="rate_limit_wait"):
+            OutcomePolicy(rate_limit_wait=wait)
+        with pytest.raises(InvalidConfiguration, match="unavailable_wait"):
+            OutcomePolicy(unavailable_wait=wait)
+    assert OutcomePolicy(retryable=["A", "B"]).retryable == frozenset({"A", "B"})

@@ -34,11 +34,11 @@ import math
 import re
 from collections.abc import Iterable
 from datetime import datetime
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import attrs
 
-from loanstate._errors import DeliveryError, PermanentDeliveryError, TransientDeliveryError
+from loanstate._errors import DeliveryError, InvalidConfiguration, PermanentDeliveryError, TransientDeliveryError
 from loanstate.top._response import UNREADABLE, TopResponse, parse_response
 
 if TYPE_CHECKING:
@@ -74,7 +74,18 @@ class OutcomeKind(enum.Enum):
 
 
 def _codes(values: Iterable[str]) -> frozenset[str]:
-    return frozenset(values)
+    # A bare string would become a set of its letters, matching no real code.
+    codes = frozenset() if isinstance(values, str) else frozenset(values)
+    if isinstance(values, str) or not all(isinstance(v, str) for v in codes):
+        raise InvalidConfiguration("business codes", values, "expected a collection of code strings, e.g. {'CODE'}")
+    return codes
+
+
+def _wait(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if value is None and attribute.name == "unavailable_wait":
+        return
+    if isinstance(value, bool) or not isinstance(value, int | float) or not (math.isfinite(value) and value >= 0):
+        raise InvalidConfiguration(attribute.name, value, "must be a finite number of seconds, 0 or more")
 
 
 @attrs.frozen
@@ -92,8 +103,8 @@ class OutcomePolicy:
 
     retryable: frozenset[str] = attrs.field(default=frozenset(), converter=_codes)
     already_done: frozenset[str] = attrs.field(default=frozenset(), converter=_codes)
-    rate_limit_wait: float = 1.0
-    unavailable_wait: float | None = None
+    rate_limit_wait: float = attrs.field(default=1.0, validator=_wait)
+    unavailable_wait: float | None = attrs.field(default=None, validator=_wait)
 
 
 #: The policy used when none is given.
