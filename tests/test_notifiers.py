@@ -17,6 +17,7 @@ from loanstate import (
     AsyncNotifier,
     CallbackNotifier,
     InMemoryNotifier,
+    InvalidConfiguration,
     LoanChangeEvent,
     Notifier,
     PermanentDeliveryError,
@@ -236,3 +237,16 @@ class InMemoryNotifierMachine(RuleBasedStateMachine):
 
 
 TestInMemoryNotifierMachine = InMemoryNotifierMachine.TestCase
+
+
+def test_scripts_that_cannot_work_are_refused() -> None:
+    """A negative count, an error that is no DeliveryError or a predicate that is not callable fail when scripted."""
+    notifier = InMemoryNotifier()
+    with pytest.raises(InvalidConfiguration, match="count -1"):
+        notifier.fail_next(-1)
+    with pytest.raises(InvalidConfiguration, match="ValueError"):
+        notifier.fail_next(1, ValueError)  # type: ignore[arg-type]
+    with pytest.raises(InvalidConfiguration, match="predicate"):
+        notifier.fail_when("FI1")  # type: ignore[arg-type]
+    notifier.send(event())
+    assert len(notifier.sent) == 1

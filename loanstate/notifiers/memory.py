@@ -16,7 +16,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TypeAlias
 
-from loanstate._errors import DeliveryError, TransientDeliveryError
+from loanstate._errors import DeliveryError, InvalidConfiguration, TransientDeliveryError
 from loanstate._events import LoanChangeEvent
 from loanstate.notifiers._base import BaseAsyncNotifier, BaseNotifier, Receipt
 
@@ -31,6 +31,12 @@ Clock = Callable[[], datetime]
 
 def _utc_now() -> datetime:
     return datetime.now(UTC)
+
+
+def _check_spec(spec: object) -> None:
+    # Checked when scripted: a wrong spec would otherwise surface only at a later send, as a TypeError.
+    if not (isinstance(spec, DeliveryError) or (isinstance(spec, type) and issubclass(spec, DeliveryError))):
+        raise InvalidConfiguration("error", spec, "expected a DeliveryError subclass or instance")
 
 
 def _make_error(spec: FailureSpec, event: LoanChangeEvent) -> DeliveryError:
@@ -56,6 +62,9 @@ class _Recorder:
 
     def fail_next(self, count: int = 1, error: FailureSpec = TransientDeliveryError) -> None:
         """Make the next ``count`` calls raise ``error`` (queued after any already scripted)."""
+        if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+            raise InvalidConfiguration("count", count, "must be a whole number, 0 or more")
+        _check_spec(error)
         with self._lock:
             self._next.extend([error] * count)
 
@@ -65,6 +74,9 @@ class _Recorder:
         error: FailureSpec = TransientDeliveryError,
     ) -> None:
         """Fail every event ``predicate`` picks, until :meth:`clear_failures`."""
+        if not callable(predicate):
+            raise InvalidConfiguration("predicate", predicate, "must be callable with the event")
+        _check_spec(error)
         with self._lock:
             self._when.append((predicate, error))
 
