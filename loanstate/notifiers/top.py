@@ -101,6 +101,8 @@ class TopNotifier(BaseNotifier):
         try:
             # A CA path and a client certificate are loaded into a context here:
             # httpx2 deprecates its string forms (a warning) and refuses the two together.
+            if verify is True and cert is not None:
+                verify = httpx2.create_ssl_context(trust_env=trust_env)  # httpx2's own trust store, as without cert
             tls = tls_context(verify, cert) if client is None else verify
             self._client = client or httpx2.Client(
                 timeout=timeout,
