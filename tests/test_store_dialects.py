@@ -58,6 +58,15 @@ def test_a_busy_sqlite_file_is_a_retryable_error(tmp_path: Path) -> None:
 def test_deadlocks_are_retried_until_both_transactions_commit(server_db_url: sa.URL) -> None:
     """Two transactions locking two rows in opposite order deadlock; the loser is retried and both commit."""
     engine = make_engine(server_db_url)
+    try:
+        _deadlock_and_retry(engine)
+    finally:
+        # Also when an assertion fails: a pooled connection left to the garbage collector
+        # warns (an error here) in whichever later test happens to be running.
+        engine.dispose()
+
+
+def _deadlock_and_retry(engine: sa.Engine) -> None:
     table = sa.Table("pair", sa.MetaData(), sa.Column("id", sa.Integer, primary_key=True), sa.Column("n", sa.Integer))
     table.create(engine)
     with engine.begin() as conn:
@@ -83,5 +92,6 @@ def test_deadlocks_are_retried_until_both_transactions_commit(server_db_url: sa.
         t.join(60)
     with engine.connect() as conn:
         assert conn.execute(sa.select(table.c.n).order_by(table.c.id)).scalars().all() == [2, 2]
-    assert sum(attempts.values()) == 3  # exactly one deadlock victim, retried once
-    engine.dispose()
+    # At least one deadlock victim was retried. A retry can deadlock again (it may lock its
+    # first row before the winner, woken by the abort, re-takes it), so more is fine.
+    assert sum(attempts.values()) >= 3
