@@ -82,7 +82,9 @@ class RetryPolicy:
 
     def backoff(self, failures: int) -> float:
         """The jittered wait after ``failures`` consecutive failures (1-based)."""
-        base = self.wait_initial * 2.0 ** max(failures - 1, 0)
+        # The exponent is capped: 2.0 ** 1024 overflows a float, and a loan failing for
+        # days (several tries per claim) gets there; wait_max is reached long before.
+        base = self.wait_initial * 2.0 ** min(max(failures - 1, 0), 1000)
         return min(self.wait_max, base + random.uniform(0, self.wait_jitter))
 
 
@@ -170,6 +172,16 @@ class _Core(Generic[N]):
             wait_jitter=self.retry.wait_jitter,
         )
 
+    def _fresh(self, claim: Claim) -> bool:
+        """Whether a claim that waited for a slot still has at least half its lease to be delivered in.
+
+        A claim left waiting longer (every slot busy with slow deliveries) is
+        let go instead: its lease could run out mid-send, another worker take
+        the event over, deliver it and the loan's next one, and this send then
+        arrive after them.
+        """
+        return self.store.now() < claim.lease_expires_at - self.lease / 2
+
     def _success(self, claim: Claim, receipt: Receipt, tries: int) -> Outcome:
         return Outcome(claim, "delivered", at=receipt.delivered_at, trace_id=receipt.trace_id, tries=tries)
 
@@ -225,9 +237,11 @@ class _Core(Generic[N]):
 class Dispatcher(_Core[Notifier]):
     """Delivers the outbox of ``store`` through a synchronous ``notifier``, in threads.
 
-    ``concurrency`` loans are in flight at once; ``lease`` must exceed the
+    ``concurrency`` loans are in flight at once. A delivery starts only while
+    at least half its claim's lease is left, so ``lease`` should be twice the
     longest a delivery can take (the notifier's timeout times
-    ``retry.attempts``, plus waits). ``worker_id`` names this worker in the
+    ``retry.attempts``, plus waits): past its lease, another worker may take
+    the event over. ``worker_id`` names this worker in the
     outbox; keep it unique per running process (the default is) or give a
     restarted process its predecessor's id to take its leases over at once.
     Hooks run in the calling thread after each commit: ``on_delivered(event,
@@ -297,12 +311,16 @@ class Dispatcher(_Core[Notifier]):
         # Claimed, not yet started: a slot that frees starts its next event without
         # waiting for a database round trip (each is the head of a different loan).
         ready: deque[Claim] = deque()
+        stale: list[Claim] = []  # claims that waited too long: released in the next transaction
         done_results: list[tuple[Outcome, Receipt | Exception]] = []
         pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="loanstate-dispatch")
 
         def start_ready() -> None:
             while ready and len(inflight) < self.concurrency:
                 claim = ready.popleft()
+                if not self._fresh(claim):
+                    stale.append(claim)
+                    continue
                 inflight[pool.submit(self._deliver, claim, stop)] = claim
 
         try:
@@ -312,11 +330,11 @@ class Dispatcher(_Core[Notifier]):
                     ready.clear()  # released with every other lease on the way out
                 start_ready()
                 want = 0 if stopping else self._prefetch - len(inflight) - len(ready)
-                if done_results or want > 0:
+                if done_results or want > 0 or stale:
                     claims = outbox.settle_and_claim(
-                        [r[0] for r in done_results], self.worker_id, limit=want, lease=self.lease
+                        [r[0] for r in done_results], self.worker_id, limit=want, lease=self.lease, let_go=stale
                     )
-                    committed, done_results = done_results, []
+                    committed, done_results, stale = done_results, [], []
                     self._after_commit(committed)
                     ready.extend(claims)
                     start_ready()
@@ -334,7 +352,8 @@ class Dispatcher(_Core[Notifier]):
             # On the way out (a stop, or an error such as the database going away)
             # record what finished, then let go of whatever we still hold.
             pool.shutdown(wait=True)
-            done_results.extend(f.result() for f in inflight)
+            # A delivery that raised (a bug) is left to its lease; the others are recorded.
+            done_results.extend(f.result() for f in inflight if f.exception() is None)
             try:
                 outbox.settle([r[0] for r in done_results])
                 self._after_commit(done_results)
@@ -410,11 +429,16 @@ class AsyncDispatcher(_Core[AsyncNotifier]):
         await asyncio.to_thread(outbox.release, self.worker_id)
         inflight: set[asyncio.Task[tuple[Outcome, Receipt | Exception]]] = set()
         ready: deque[Claim] = deque()  # claimed, not yet started (see Dispatcher)
+        stale: list[Claim] = []
         done_results: list[tuple[Outcome, Receipt | Exception]] = []
 
         def start_ready() -> None:
             while ready and len(inflight) < self.concurrency:
-                inflight.add(asyncio.create_task(self._deliver(ready.popleft(), stop)))
+                claim = ready.popleft()
+                if not self._fresh(claim):
+                    stale.append(claim)
+                    continue
+                inflight.add(asyncio.create_task(self._deliver(claim, stop)))
 
         try:
             while True:
@@ -423,15 +447,16 @@ class AsyncDispatcher(_Core[AsyncNotifier]):
                     ready.clear()
                 start_ready()
                 want = 0 if stopping else self._prefetch - len(inflight) - len(ready)
-                if done_results or want > 0:
+                if done_results or want > 0 or stale:
                     claims = await asyncio.to_thread(
                         outbox.settle_and_claim,
                         [r[0] for r in done_results],
                         self.worker_id,
                         limit=want,
                         lease=self.lease,
+                        let_go=stale,
                     )
-                    committed, done_results = done_results, []
+                    committed, done_results, stale = done_results, [], []
                     self._after_commit(committed)
                     ready.extend(claims)
                     start_ready()

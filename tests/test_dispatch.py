@@ -17,6 +17,7 @@ import sqlalchemy as sa
 from _durable import FakeClock, assert_delivered_in_order, populate
 
 from loanstate import (
+    AsyncCallbackNotifier,
     AsyncDispatcher,
     AsyncInMemoryNotifier,
     CallbackNotifier,
@@ -116,6 +117,21 @@ def test_backoff_doubles_up_to_its_cap() -> None:
     for n, base in ((1, 1.0), (2, 2.0), (5, 16.0)):
         assert base <= policy.backoff(n) <= base + 0.5
     assert policy.backoff(40) == 600.0
+    # 2.0 ** 1024 overflows a float: a loan failing for days (3 tries per claim) gets there.
+    assert policy.backoff(5000) == 600.0
+
+
+def test_a_long_failing_event_is_rescheduled_not_crashing_the_dispatcher(timed_store: SqlStore) -> None:
+    """An event with thousands of failed attempts behind it is rescheduled at wait_max, and the dispatcher goes on."""
+    populate(timed_store, loans=1, changes=1)
+    with timed_store.engine.begin() as conn:
+        conn.execute(sa.text("UPDATE loanstate_outbox SET attempts = 5000"))
+    notifier = InMemoryNotifier()
+    notifier.fail_when(lambda e: True, TransientDeliveryError)
+    report = Dispatcher(timed_store, notifier, retry=ONE_TRY).run_once()
+    assert (report.retried, report.pending) == (1, 1)
+    [entry] = timed_store.outbox_entries()
+    assert entry.next_attempt_at - timed_store.now() <= timedelta(seconds=600)
 
 
 def test_permanent_failure_parks_the_loan_and_an_operator_retries_it(store: SqlStore) -> None:
@@ -194,6 +210,56 @@ def test_a_restart_under_the_same_worker_id_takes_its_leases_over_at_once(timed_
     timed_store.outbox.claim("worker-7", limit=3, lease=timedelta(hours=1))
     notifier = InMemoryNotifier()
     assert Dispatcher(timed_store, notifier, worker_id="worker-7").run_once().delivered == 3
+
+
+def test_a_claim_left_waiting_past_half_its_lease_is_let_go_not_sent(timed_store: SqlStore, clock: FakeClock) -> None:
+    """A claimed event still waiting for a slot when its lease runs out is not sent after another worker moved on."""
+    populate(timed_store, loans=2, changes=2)
+    sent: list[LoanChangeEvent] = []
+    other = Dispatcher(timed_store, CallbackNotifier(sent.append), worker_id="other", lease=timedelta(seconds=60))
+
+    def slow_first(event: LoanChangeEvent) -> None:
+        sent.append(event)
+        if len(sent) == 1:
+            # This delivery outlasts the lease of the claim queued behind it: another worker takes over.
+            clock.advance(61)
+            other.run_once()
+
+    Dispatcher(
+        timed_store, CallbackNotifier(slow_first), concurrency=1, worker_id="slow", lease=timedelta(seconds=60)
+    ).run_once()
+    # FI00001's first event was claimed with FI00000's, then delivered (with its second) by the other worker.
+    per_loan = [e.sequence for e in timed_store.outbox_entries("FI00001")]
+    assert per_loan == [1, 2]
+    assert [e.request_id for e in sent if e.loan_apply_no == "FI00001"] == [
+        e.request_id for e in timed_store.history("FI00001")
+    ]
+    assert timed_store.outbox_status().pending == 0
+
+
+async def test_async_a_claim_left_waiting_past_half_its_lease_is_let_go_not_sent(
+    timed_store: SqlStore, clock: FakeClock
+) -> None:
+    """The asyncio twin too never sends a queued claim whose lease ran out while it waited for a slot."""
+    populate(timed_store, loans=2, changes=2)
+    sent: list[LoanChangeEvent] = []
+
+    async def record(event: LoanChangeEvent) -> None:
+        sent.append(event)
+
+    other = AsyncDispatcher(timed_store, AsyncCallbackNotifier(record), worker_id="other")
+
+    async def slow_first(event: LoanChangeEvent) -> None:
+        sent.append(event)
+        if len(sent) == 1:
+            clock.advance(61)
+            await other.run_once()
+
+    await AsyncDispatcher(timed_store, AsyncCallbackNotifier(slow_first), concurrency=1, worker_id="slow").run_once()
+    assert [e.request_id for e in sent if e.loan_apply_no == "FI00001"] == [
+        e.request_id for e in timed_store.history("FI00001")
+    ]
+    assert timed_store.outbox_status().pending == 0
 
 
 def test_many_loans_are_in_flight_at_once(store: SqlStore) -> None:

@@ -55,6 +55,16 @@ _LEASE: Final = (
     )
 )
 
+_LET_GO: Final = (
+    sa.update(outbox)
+    .where(
+        outbox.c.id.in_(sa.bindparam("b_ids", expanding=True)),
+        outbox.c.lease_owner == sa.bindparam("b_owner", type_=sa.String()),
+        outbox.c.state == "pending",
+    )
+    .values(lease_owner=None, lease_expires_at=None)
+)
+
 
 def _claim_statement(dialect: str) -> sa.Select[Any]:
     """Due heads of their loans, oldest first: nothing earlier of the loan is pending or parked."""
@@ -115,12 +125,25 @@ class Outbox:
         """Lease up to ``limit`` due events, each the head of its loan, oldest first."""
         return self.settle_and_claim((), owner, limit=limit, lease=lease)
 
-    def settle_and_claim(self, outcomes: Sequence[Outcome], owner: str, *, limit: int, lease: timedelta) -> list[Claim]:
-        """:meth:`settle` then :meth:`claim`, in one transaction (one commit per dispatcher cycle)."""
-        if not outcomes and limit <= 0:
+    def settle_and_claim(
+        self,
+        outcomes: Sequence[Outcome],
+        owner: str,
+        *,
+        limit: int,
+        lease: timedelta,
+        let_go: Sequence[Claim] = (),
+    ) -> list[Claim]:
+        """:meth:`settle` then :meth:`claim`, in one transaction (one commit per dispatcher cycle).
+
+        ``let_go`` are claims of ``owner`` it will not deliver (they waited too
+        long): their leases are released first, so they can be claimed afresh.
+        """
+        if not outcomes and not let_go and limit <= 0:
             return []
 
         def run(conn: Connection) -> list[Claim]:
+            self._let_go(conn, let_go)
             self._settle(conn, outcomes)
             return self._claim(conn, owner, limit, lease) if limit > 0 else []
 
@@ -145,6 +168,12 @@ class Outbox:
             )
             for r in rows
         ]
+
+    def _let_go(self, conn: Connection, claims: Sequence[Claim]) -> None:
+        # Only leases still ours: another worker may have taken an expired one over.
+        for owner in {c.lease_owner for c in claims}:
+            ids = [c.outbox_id for c in claims if c.lease_owner == owner]
+            conn.execute(_LET_GO, {"b_ids": ids, "b_owner": owner})
 
     def settle(self, outcomes: Sequence[Outcome]) -> None:
         """Record how claimed deliveries ended, all in one transaction.
