@@ -197,7 +197,12 @@ class _Core(Generic[N]):
             error = f"failing for {now - first} (max_age {self.retry.max_age}): {_describe(exc)}"
             return Outcome(claim, "parked", at=now, error=error, trace_id=trace_id, tries=tries)
         after = getattr(exc, "retry_after", None)
-        wait_s = after if isinstance(after, int | float) and after > 0 else self.retry.backoff(claim.attempts + tries)
+        if isinstance(after, int | float) and after > 0:
+            # The platform's window is honoured, but never past max_age (the loan would be
+            # parked by then anyway), which also keeps an absurd Retry-After inside datetime's range.
+            wait_s = min(float(after), self.retry.max_age.total_seconds())
+        else:
+            wait_s = self.retry.backoff(claim.attempts + tries)
         return Outcome(
             claim,
             "retry",

@@ -212,6 +212,17 @@ def test_a_restart_under_the_same_worker_id_takes_its_leases_over_at_once(timed_
     assert Dispatcher(timed_store, notifier, worker_id="worker-7").run_once().delivered == 3
 
 
+def test_a_huge_retry_after_is_honoured_up_to_max_age(timed_store: SqlStore) -> None:
+    """A platform's Retry-After beyond any date (1e12 s) reschedules the event at most max_age away, no crash."""
+    populate(timed_store, loans=1, changes=1)
+    notifier = InMemoryNotifier()
+    notifier.fail_next(1, TransientDeliveryError("banned", request_id="x", retry_after=1e12))
+    report = Dispatcher(timed_store, notifier, retry=ONE_TRY).run_once()
+    assert (report.retried, report.pending) == (1, 1)
+    [entry] = timed_store.outbox_entries()
+    assert entry.next_attempt_at - timed_store.now() == ONE_TRY.max_age
+
+
 def test_a_claim_left_waiting_past_half_its_lease_is_let_go_not_sent(timed_store: SqlStore, clock: FakeClock) -> None:
     """A claimed event still waiting for a slot when its lease runs out is not sent after another worker moved on."""
     populate(timed_store, loans=2, changes=2)
