@@ -281,6 +281,7 @@ class HistoryAudit:
                     if (
                         after in table_get(before, _NOTHING)
                         and rid_ok(rid) is not None
+                        and len(raw_time) > 16  # a date alone ("2024-01-04+08:00") is not a date-time
                         and utc.tzinfo is None
                         and (
                             (previous is not None and previous[0] == before and utc >= previous[1])

@@ -294,6 +294,16 @@ def test_a_time_out_of_range_in_utc_is_malformed(scratch: Path, moment: str) -> 
         assert all("change_time: is out of range" in f.message for f in findings)
 
 
+def test_a_date_without_a_time_is_malformed_whatever_the_chain() -> None:
+    """``2024-01-04+08:00`` (a date, an offset, no time) is malformed, on a clean chain as on a broken one."""
+    dated = {**RECORD, "before_status": "OVERDUE", "after_status": "NEW", "change_time": "2024-01-04+08:00"}
+    clean = {**dated, "request_id": "r2"}
+    broken = {**dated, "loan_apply_no": "FI2", "before_status": "SETTLED", "request_id": "r3"}
+    other = {**RECORD, "loan_apply_no": "FI2", "request_id": "r4"}
+    findings = found(HistoryAudit.of_records([RECORD, clean, other, broken]))
+    assert [(f.line, f.kind) for f in findings] == [(2, "malformed"), (4, "malformed")]
+
+
 def test_a_line_in_another_encoding_is_malformed_alone(scratch: Path) -> None:
     """Bytes that are not UTF-8 on one line make that line malformed; the lines around it are read."""
     good = json.dumps(RECORD).encode()
