@@ -52,7 +52,6 @@ FIELDS: Final = (
     "request_id",
 )
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
-_MICROSECOND: Final = timedelta(microseconds=1)
 # Personalised so our ids never coincide with another system's BLAKE2b of the same text.
 _RID_HASH: Final = hashlib.blake2b(digest_size=24, person=b"loanstate.rid1")
 _REQUIRED: Final = frozenset(FIELDS) - {"customer_id", "institution_loan_no"}
@@ -169,12 +168,16 @@ def derive_request_id(
     ``change_time`` must be timezone-aware.
     """
     # Fields cannot contain control characters, so U+001F separates them
-    # unambiguously; the instant is whole microseconds since the epoch, so the
-    # same moment written in two time zones is the same change.
-    micros = (change_time - _EPOCH) // _MICROSECOND
-    seq = "" if sequence is None else str(sequence)
+    # unambiguously. The instant is its distance from the epoch as timedelta
+    # normalises it (days, seconds, microseconds: one spelling per duration),
+    # so the same moment written in two time zones is the same change.
+    since = change_time - _EPOCH
+    seq = "" if sequence is None else sequence
     hasher = _RID_HASH.copy()
-    hasher.update(f"{loan_apply_no}\x1f{before_status}\x1f{after_status}\x1f{micros}\x1f{seq}".encode())
+    hasher.update(
+        f"{loan_apply_no}\x1f{before_status}\x1f{after_status}\x1f"
+        f"{since.days}.{since.seconds}.{since.microseconds}\x1f{seq}".encode()
+    )
     return hasher.hexdigest()
 
 
