@@ -22,7 +22,7 @@ import transitions
 from statemachine import State, StateMachine
 
 from benchmarks._harness import Row, per_op, print_table
-from loanstate import default_machine
+from loanstate import LoanChangeEvent, default_machine, derive_request_id
 
 AT = datetime(2024, 1, 1, tzinfo=UTC)
 PAIRS = frozenset((b, t.after) for t in default_machine().transitions for b in t.before)
@@ -77,6 +77,26 @@ def ours_with_request_id(n: int) -> None:
     change = default_machine().change
     for i in range(n):
         change(loan_apply_no=f"FI{i}", before="NEW", after="OVERDUE", at=AT, request_id=f"r{i}")
+
+
+def event_alone(n: int) -> None:
+    for i in range(n):
+        LoanChangeEvent(f"FI{i}", "NEW", "OVERDUE", AT, f"r{i}")
+
+
+def floor_event_alone(n: int) -> None:
+    for i in range(n):
+        FloorEvent(f"FI{i}", "NEW", "OVERDUE", AT, f"r{i}")
+
+
+def request_id_alone(n: int) -> None:
+    for i in range(n):
+        derive_request_id(f"FI{i}", "NEW", "OVERDUE", AT)
+
+
+def loop_floor(n: int) -> None:
+    for i in range(n):
+        f"FI{i}"  # the loop and the f-string every workload pays
 
 
 def floor(n: int) -> None:
@@ -144,12 +164,24 @@ def run(quick: bool) -> list[Row]:
     t_per_loan = per_op(transitions_per_loan, n // 20, repeat)
     t_psm = per_op(statemachine_per_loan, n // 20, repeat)
     loans = 10_000 if quick else 100_000
+    t_loop = per_op(loop_floor, n, repeat)
+    t_event = per_op(event_alone, n, repeat) - t_loop
+    t_floor_event = per_op(floor_event_alone, n, repeat) - t_loop
+    t_rid = per_op(request_id_alone, n, repeat) - t_loop
     return [
         Row("change(), cold", t_ours, "transitions shared Machine + add_model", t_shared, "s/op", ">= 10x"),
         Row("change(), cold", t_ours, "transitions Machine per loan", t_per_loan, "s/op"),
         Row("change(), cold", t_ours, "python-statemachine per loan", t_psm, "s/op"),
         Row("change(), cold", t_ours, "floor: frozenset + attrs, no validators", t_floor, "s/op", ">= 0.33x"),
         Row("change(request_id=...), cold", t_ours_rid, "floor", t_floor, "s/op", ">= 0.5x (goal)"),
+        Row(
+            "where the time goes: LoanChangeEvent(...) with validators",
+            t_event,
+            "same fields, no validators",
+            t_floor_event,
+            "s/op",
+        ),
+        Row("where the time goes: derive_request_id()", t_rid, "floor event, for scale", t_floor_event, "s/op"),
         Row(
             f"bytes held per loan ({loans:,} loans)",
             held_bytes(loans, "loanstate"),
