@@ -267,7 +267,8 @@ def demo(  # noqa: PLR0917 - click passes every option by name anyway
         from sqlalchemy.exc import SQLAlchemyError
 
         if isinstance(exc, SQLAlchemyError):  # unreachable, not a database, access denied, ...
-            raise InputError(f"cannot use database {db}: {first_line(getattr(exc, 'orig', None) or exc)}") from None
+            where = db or "the temporary SQLite database"
+            raise InputError(f"cannot use database {where}: {first_line(getattr(exc, 'orig', None) or exc)}") from None
         raise
     finally:
         if reporter is not None:
