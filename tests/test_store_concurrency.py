@@ -11,7 +11,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from loanstate import ConcurrentChange, SqlStore
+from loanstate import ConcurrentChange, InvalidEvent, SqlStore
 
 HERE = Path(__file__).resolve().parent
 FLIP = {"NEW": "OVERDUE", "OVERDUE": "NEW"}
@@ -113,4 +113,35 @@ def test_threads_and_two_processes_lose_no_update(db_url: sa.URL) -> None:
     total = sum(assert_history_whole(store, f"RACE{n}") for n in range(loans))
     assert total == wins[0]
     assert store.outbox_status().pending == total
+    store.close()
+
+
+def test_racing_opens_of_one_loan_have_one_winner(db_url: sa.URL) -> None:
+    """Threads opening the same loan at once: one opens it, every other gets InvalidEvent 'already open'."""
+    store = SqlStore(db_url)
+    store.create_schema()
+    threads, rounds = 6, 5
+    start = threading.Barrier(threads, timeout=60)
+    outcomes: list[list[str]] = [[] for _ in range(rounds)]
+    lock = threading.Lock()
+
+    def opener() -> None:
+        for r in range(rounds):
+            start.wait()
+            try:
+                store.open_loan(f"OPEN{r}", at=datetime(2024, 1, 1, tzinfo=UTC))
+                outcome = "opened"
+            except InvalidEvent as refused:
+                outcome = "refused" if "already open" in str(refused) else str(refused)
+            except Exception as exc:  # recorded, so the other threads are not left at the barrier
+                outcome = type(exc).__name__
+            with lock:
+                outcomes[r].append(outcome)
+
+    workers = [threading.Thread(target=opener) for _ in range(threads)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(120)
+    assert [sorted(o) for o in outcomes] == [["opened"] + ["refused"] * (threads - 1)] * rounds
     store.close()

@@ -177,7 +177,11 @@ class SqlStore:
                 )
             )
 
-        self._write(insert, connection)
+        try:
+            self._write(insert, connection)
+        except sa.exc.IntegrityError:
+            # Another writer opened it between our check and our insert (the primary key is the only constraint).
+            raise InvalidEvent({"loan_apply_no": f"loan {loan_apply_no!r} is already open"}) from None
 
     def transition(
         self,
@@ -300,7 +304,8 @@ class SqlStore:
         stmt = _COMPARE_AND_SET
         params = [
             {"b_loan": n, "b_old": read[n].version, "b_status": status[n], "b_new": version[n], "b_now": now}
-            for n in status
+            # In key order, so two batches touching the same loans lock them in the same order (no deadlock).
+            for n in sorted(status)
         ]
         if self.engine.dialect.supports_sane_multi_rowcount or len(params) == 1:
             if conn.execute(stmt, params).rowcount == len(params):
