@@ -260,7 +260,13 @@ def _steps(notes: Sequence[str]) -> list[str]:
 
 def test_the_planted_bug_is_found_and_shrunk() -> None:
     """Notifying before the commit is caught, and the counterexample shrinks to at most three steps."""
-    quick = settings(database=None, max_examples=200, phases=[Phase.generate, Phase.shrink], report_multiple_bugs=False)
+    quick = settings(
+        database=None,
+        derandomize=True,
+        max_examples=200,
+        phases=[Phase.generate, Phase.shrink],
+        report_multiple_bugs=False,
+    )
     with pytest.raises(AssertionError, match=r"notified \[.+\], but the legal changes made were") as info:
         run_state_machine_as_test(EagerLoanBookLifecycle, settings=quick)
     steps = _steps(getattr(info.value, "__notes__", []))
@@ -418,7 +424,13 @@ class ShrugLifecycle(LoanLifecycleStateMachine):
 
 def test_a_swallowed_delivery_failure_is_found() -> None:
     """A notification that never arrives is found (by settle(), or by a later one arriving first), in a few steps."""
-    quick = settings(database=None, max_examples=300, phases=[Phase.generate, Phase.shrink], report_multiple_bugs=False)
+    quick = settings(
+        database=None,
+        derandomize=True,
+        max_examples=300,
+        phases=[Phase.generate, Phase.shrink],
+        report_multiple_bugs=False,
+    )
     with pytest.raises(AssertionError, match=r"loan '.*': notified .*(but the legal changes|not a beginning)") as info:
         run_state_machine_as_test(ShrugLifecycle, settings=quick)
     steps = _steps(getattr(info.value, "__notes__", []))
@@ -428,7 +440,7 @@ def test_a_swallowed_delivery_failure_is_found() -> None:
 
 def test_a_lost_notification_is_found() -> None:
     """Committing then notifying, without an outbox, loses the notification when the platform fails."""
-    quick = settings(database=None, phases=[Phase.generate, Phase.shrink], report_multiple_bugs=False)
+    quick = settings(database=None, derandomize=True, phases=[Phase.generate, Phase.shrink], report_multiple_bugs=False)
     with pytest.raises(AssertionError, match=r"the legal change .* was refused: TransientDeliveryError") as info:
         run_state_machine_as_test(FlakyPlatformLifecycle, settings=quick)
     assert sorted(_steps(getattr(info.value, "__notes__", []))) == ["change", "deliveries_fail", "open_loan"]
