@@ -15,10 +15,10 @@ Whether the *pair* is legal depends on a lifecycle; build events through
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta, timezone
+from json.encoder import encode_basestring as _json_string
 from typing import TYPE_CHECKING, Any, Final
 
 import attrs
@@ -146,8 +146,7 @@ def format_top_time(moment: datetime) -> str:
 
     ``YYYY-MM-DD HH:MM:SS`` in GMT+8; sub-second digits are dropped.
     """
-    t = moment.astimezone(TOP_TIMEZONE)
-    return f"{t.year:04d}-{t.month:02d}-{t.day:02d} {t.hour:02d}:{t.minute:02d}:{t.second:02d}"
+    return moment.astimezone(TOP_TIMEZONE).isoformat(" ", "seconds")[:19]
 
 
 def derive_request_id(
@@ -204,18 +203,22 @@ class LoanChangeEvent:
         snake_case keys in sorted order, absent optionals omitted,
         ``change_time`` as ``YYYY-MM-DD HH:MM:SS`` in GMT+8, non-ASCII kept raw.
         """
-        payload: dict[str, str] = {
-            "after_status": self.after_status,
-            "before_status": self.before_status,
-            "change_time": format_top_time(self.change_time),
-        }
+        # Every value is a string, so the object is written directly with the
+        # stdlib's own JSON string encoder: the same text as json.dumps(payload,
+        # ensure_ascii=False, separators=(",", ":")), at a fraction of the cost
+        # of building an encoder per call (this runs for every delivery).
+        optional = ""
         if self.customer_id is not None:
-            payload["customer_id"] = self.customer_id
+            optional = ',"customer_id":' + _json_string(self.customer_id)
         if self.institution_loan_no is not None:
-            payload["institution_loan_no"] = self.institution_loan_no
-        payload["loan_apply_no"] = self.loan_apply_no
-        payload["request_id"] = self.request_id
-        return json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
+            optional += ',"institution_loan_no":' + _json_string(self.institution_loan_no)
+        return (
+            f'{{"after_status":{_json_string(self.after_status)},'
+            f'"before_status":{_json_string(self.before_status)},'
+            f'"change_time":"{format_top_time(self.change_time)}"{optional},'
+            f'"loan_apply_no":{_json_string(self.loan_apply_no)},'
+            f'"request_id":"{self.request_id}"}}'
+        )
 
     def to_dict(self) -> dict[str, str]:
         """A JSON-ready dict that :meth:`from_dict` turns back into an equal event.
