@@ -5,9 +5,11 @@ Usage: ``python tests/_worker.py COMMAND URL [ARGS...]``:
 * ``serve-slow URL``: run_forever with a notifier taking 20 ms per event;
   prints ``delivering`` once the first event went out and the report at exit.
 * ``serve-slow-async URL``: the same with the AsyncDispatcher.
-* ``deliver URL GATEWAY_URL WORKER_ID LEASE_S CONCURRENCY``: run_forever
+* ``deliver URL GATEWAY_URL WORKER_ID LEASE_S CONCURRENCY [gate]``: run_forever
   through a TopNotifier to a FakeTopGateway until the outbox is empty (or
   killed); prints ``delivering`` after the first delivery, the report at exit.
+  With ``gate``, it first prints ``ready`` and waits for a line on stdin, so
+  several workers can start delivering at the same moment.
 * ``transition URL LOANS ROUNDS SEED``: hammer compare-and-set changes on
   shared loans; prints ``won lost`` counts.
 """
@@ -69,7 +71,7 @@ def serve_slow_async(url: str) -> None:
     print(f"delivered={report.delivered}", flush=True)
 
 
-def deliver(url: str, gateway_url: str, worker_id: str, lease_s: str, concurrency: str) -> None:
+def deliver(url: str, gateway_url: str, worker_id: str, lease_s: str, concurrency: str, gate: str = "") -> None:
     from loanstate.notifiers import TopNotifier
 
     store = SqlStore(url)
@@ -101,6 +103,10 @@ def deliver(url: str, gateway_url: str, worker_id: str, lease_s: str, concurrenc
                 if status.pending == 0:
                     stop.set()
 
+        if gate == "gate":
+            # Imports and setup are done: a slow start cannot leave this worker no work to share.
+            print("ready", flush=True)
+            sys.stdin.readline()
         threading.Thread(target=watch, daemon=True).start()
         report = dispatcher.run_forever(stop)
     print(f"delivered={report.delivered} retried={report.retried}", flush=True)

@@ -41,9 +41,9 @@ FAULTS = FaultPlan.random(
 
 
 def start_worker(
-    url: sa.URL, gateway: FakeTopGateway, worker_id: str, *, lease: float, concurrency: int
+    url: sa.URL, gateway: FakeTopGateway, worker_id: str, *, lease: float, concurrency: int, gate: bool = False
 ) -> subprocess.Popen[str]:
-    """A dispatcher process delivering the outbox at ``url`` to ``gateway``."""
+    """A dispatcher process delivering the outbox at ``url`` to ``gateway`` (with ``gate``: once told to go)."""
     return subprocess.Popen(
         [
             sys.executable,
@@ -54,7 +54,9 @@ def start_worker(
             worker_id,
             str(lease),
             str(concurrency),
+            *(["gate"] if gate else []),
         ],
+        stdin=subprocess.PIPE if gate else None,
         stdout=subprocess.PIPE,
         text=True,
         env=ENV,
@@ -113,7 +115,16 @@ def test_several_dispatcher_processes_share_one_outbox(server_db_url: sa.URL) ->
     store.create_schema()
     names = populate(store, loans=150, changes=8)
     with FakeTopGateway(faults=FAULTS, seed=11, latency=0.02) as gateway:
-        workers = [start_worker(server_db_url, gateway, f"worker-{n}", lease=5.0, concurrency=8) for n in range(3)]
+        workers = [
+            start_worker(server_db_url, gateway, f"worker-{n}", lease=5.0, concurrency=8, gate=True) for n in range(3)
+        ]
+        for w in workers:  # all set up before any starts: a slow start cannot find the work already done
+            assert w.stdout is not None
+            assert w.stdout.readline().strip() == "ready"
+        for w in workers:
+            assert w.stdin is not None
+            w.stdin.write("go\n")
+            w.stdin.flush()
         outputs = [w.communicate(timeout=240)[0] for w in workers]
         assert [w.returncode for w in workers] == [0, 0, 0], outputs
         shares = [int(out.split("delivered=")[1].split()[0]) for out in outputs]
