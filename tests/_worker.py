@@ -2,7 +2,7 @@
 
 Usage: ``python tests/_worker.py COMMAND URL [ARGS...]``:
 
-* ``serve-slow URL``: run_forever with a notifier taking 20 ms per event;
+* ``serve-slow URL``: run_forever with a notifier taking 50 ms per event;
   prints ``delivering`` once the first event went out and the report at exit.
 * ``serve-slow-async URL``: the same with the AsyncDispatcher.
 * ``deliver URL GATEWAY_URL WORKER_ID LEASE_S CONCURRENCY [gate]``: run_forever
@@ -42,7 +42,7 @@ def serve_slow(url: str) -> None:
     started = threading.Event()
 
     def slow(event: LoanChangeEvent) -> None:
-        time.sleep(0.02)
+        time.sleep(0.05)
         if not started.is_set():
             started.set()
             print("delivering", flush=True)
@@ -55,7 +55,7 @@ def serve_slow_async(url: str) -> None:
     store = SqlStore(url)
 
     async def slow(event: LoanChangeEvent) -> None:
-        await asyncio.sleep(0.02)
+        await asyncio.sleep(0.05)
         if not started.is_set():
             started.set()
             print("delivering", flush=True)
