@@ -175,6 +175,18 @@ def test_an_operator_skips_a_parked_event_and_the_loan_goes_on(store: SqlStore) 
         store.skip("no-such-request-id")
 
 
+def test_an_event_being_delivered_cannot_be_skipped(timed_store: SqlStore, clock: FakeClock) -> None:
+    """skip() refuses an event under a live lease (it may reach the platform anyway); after the lease it works."""
+    populate(timed_store, loans=1, changes=2)
+    [claim] = timed_store.outbox.claim("busy-worker", limit=5, lease=timedelta(seconds=30))
+    with pytest.raises(InvalidEvent, match="being delivered by 'busy-worker'"):
+        timed_store.skip(claim.event.request_id)
+    assert [e.state for e in timed_store.outbox_entries("FI00000")] == ["pending", "pending"]
+    clock.advance(31)
+    assert timed_store.skip(claim.event.request_id) == claim.event
+    assert [e.state for e in timed_store.outbox_entries("FI00000")] == ["skipped", "pending"]
+
+
 def test_a_loan_failing_past_max_age_is_parked(timed_store: SqlStore, clock: FakeClock) -> None:
     """Transient failures that outlast RetryPolicy.max_age park the loan for an operator."""
     populate(timed_store, loans=1, changes=1)

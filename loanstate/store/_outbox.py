@@ -260,16 +260,30 @@ class Outbox:
         return self._tx(run)
 
     def skip(self, request_id: str) -> LoanChangeEvent:
-        """Mark a parked or pending event as skipped (never sent); idempotent for an already skipped one."""
+        """Mark a parked or pending event as skipped (never sent); idempotent for an already skipped one.
+
+        An event a worker is sending right now (its lease has not expired) is
+        refused: it may reach the platform whatever we record, and its loan's
+        next event must not overtake it.
+        """
 
         def run(conn: Connection) -> LoanChangeEvent:
             row = conn.execute(
-                sa.select(outbox.c.id, outbox.c.state, outbox.c.payload).where(outbox.c.request_id == request_id)
+                sa.select(
+                    outbox.c.id, outbox.c.state, outbox.c.payload, outbox.c.lease_owner, outbox.c.lease_expires_at
+                ).where(outbox.c.request_id == request_id)
             ).first()
             if row is None:
                 raise InvalidEvent({"request_id": f"no event with request_id {request_id!r} in the outbox"})
             if row.state == "delivered":
                 raise InvalidEvent({"request_id": f"event {request_id!r} was already delivered; nothing to skip"})
+            if row.state == "pending" and row.lease_expires_at is not None and row.lease_expires_at > self.clock():
+                raise InvalidEvent(
+                    {
+                        "request_id": f"event {request_id!r} is being delivered by {row.lease_owner!r} (lease until "
+                        f"{row.lease_expires_at.isoformat()}); skip it once it is parked or its lease has expired"
+                    }
+                )
             conn.execute(
                 sa.update(outbox)
                 .where(outbox.c.id == row.id)
