@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import threading
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
@@ -45,6 +46,30 @@ def test_create_schema_is_idempotent_and_versioned(db_url: sa.URL) -> None:
     assert store.schema_version() == SCHEMA_VERSION
     assert store.status("FI1") == "NEW"
     store.close()
+
+
+def test_create_schema_from_several_starting_workers_at_once(db_url: sa.URL) -> None:
+    """Workers starting together on a fresh database may all call create_schema(): every one succeeds."""
+    stores = [SqlStore(db_url) for _ in range(4)]
+    together = threading.Barrier(len(stores), timeout=60)
+    errors: list[str] = []
+
+    def start(store: SqlStore) -> None:
+        together.wait()
+        try:
+            store.create_schema()
+        except Exception as exc:  # recorded for the assertion below
+            errors.append(f"{type(exc).__name__}: {exc}")
+
+    threads = [threading.Thread(target=start, args=(s,)) for s in stores]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert errors == []
+    assert stores[0].schema_version() == SCHEMA_VERSION
+    for s in stores:
+        s.close()
 
 
 def test_opening_a_loan_is_not_a_change(store: SqlStore) -> None:

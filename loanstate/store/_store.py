@@ -122,7 +122,17 @@ class SqlStore:
             values = {"key": "schema_version", "value": str(schema.SCHEMA_VERSION)}
             conn.execute(insert_if_absent(schema.meta, values, self.dialect))
 
-        retrying(lambda: self._in_transaction(create))
+        # Workers starting together on a fresh database race to create the same tables;
+        # the losers fail ("already exists", or a duplicate type on PostgreSQL). Running
+        # again finds what the winners made (a table per try at worst; MySQL's DDL
+        # commits as it goes). A real failure (no permission) fails every try.
+        for tries_left in reversed(range(len(schema.metadata.tables) + 1)):
+            try:
+                retrying(lambda: self._in_transaction(create))
+                return
+            except sa.exc.DBAPIError:
+                if tries_left == 0:
+                    raise
 
     def schema_version(self) -> int | None:
         """The schema version recorded in the database, or ``None`` before :meth:`create_schema`."""
