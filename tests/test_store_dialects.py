@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from _durable import populate
 
+from loanstate import SqlStore
+from loanstate.store import Claim
 from loanstate.store._dialects import for_claim, insert_if_absent, is_retryable, make_engine, retrying
 from loanstate.store._schema import meta, outbox
 
@@ -95,3 +99,26 @@ def _deadlock_and_retry(engine: sa.Engine) -> None:
     # At least one deadlock victim was retried. A retry can deadlock again (it may lock its
     # first row before the winner, woken by the abort, re-takes it), so more is fine.
     assert sum(attempts.values()) >= 3
+
+
+def test_a_claim_skips_rows_another_worker_is_claiming(server_db_url: sa.URL) -> None:
+    """While one worker's claim transaction holds rows, another worker's claim takes the others at once."""
+    store = SqlStore(server_db_url)
+    store.create_schema()
+    populate(store, loans=4, changes=1)
+    lease = timedelta(seconds=60)
+    got: list[list[Claim]] = []
+    try:
+        with store.engine.begin() as holding:
+            first = store.outbox._claim(holding, "worker-a", 2, lease)  # locked, not yet committed
+            other = threading.Thread(target=lambda: got.append(store.outbox.claim("worker-b", limit=4, lease=lease)))
+            other.start()
+            other.join(30)  # without SKIP LOCKED it would wait for worker-a's commit
+            finished = not other.is_alive()
+        other.join(60)
+        assert finished, "the second claim waited for the first one's locks"
+        [second] = got
+        assert len(first) == len(second) == 2
+        assert {c.outbox_id for c in first}.isdisjoint(c.outbox_id for c in second)
+    finally:
+        store.close()
