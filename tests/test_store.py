@@ -62,14 +62,16 @@ def test_create_schema_from_several_starting_workers_at_once(db_url: sa.URL) -> 
             errors.append(f"{type(exc).__name__}: {exc}")
 
     threads = [threading.Thread(target=start, args=(s,)) for s in stores]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(120)
-    assert errors == []
-    assert stores[0].schema_version() == SCHEMA_VERSION
-    for s in stores:
-        s.close()
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        assert errors == []
+        assert stores[0].schema_version() == SCHEMA_VERSION
+    finally:
+        for s in stores:
+            s.close()
 
 
 def test_opening_a_loan_is_not_a_change(store: SqlStore) -> None:

@@ -139,9 +139,11 @@ def test_racing_opens_of_one_loan_have_one_winner(db_url: sa.URL) -> None:
                 outcomes[r].append(outcome)
 
     workers = [threading.Thread(target=opener) for _ in range(threads)]
-    for w in workers:
-        w.start()
-    for w in workers:
-        w.join(120)
-    assert [sorted(o) for o in outcomes] == [["opened"] + ["refused"] * (threads - 1)] * rounds
-    store.close()
+    try:
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join(120)
+        assert [sorted(o) for o in outcomes] == [["opened"] + ["refused"] * (threads - 1)] * rounds
+    finally:
+        store.close()
