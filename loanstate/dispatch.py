@@ -126,7 +126,9 @@ class _Core(Generic[N]):
     notifier: N
     concurrency: int = attrs.field(default=32, kw_only=True)
     retry: RetryPolicy = attrs.field(factory=RetryPolicy, kw_only=True)
-    lease: timedelta = attrs.field(default=timedelta(seconds=60), kw_only=True)
+    # Twice the longest default TopNotifier delivery (3 tries of up to 15 s plus
+    # backoff, about 50 s): a claim starts only with half its lease left.
+    lease: timedelta = attrs.field(default=timedelta(seconds=120), kw_only=True)
     worker_id: str = attrs.field(factory=_default_worker_id, kw_only=True)
     poll_interval: float = attrs.field(default=0.5, kw_only=True)
     on_delivered: OnDelivered | None = attrs.field(default=None, kw_only=True)
