@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import random
 import signal
@@ -73,12 +74,35 @@ class RetryPolicy:
     event is rescheduled in the outbox, where its wait survives restarts.
     """
 
-    attempts: int = 3
-    wait_initial: float = 1.0
-    wait_max: float = 600.0
-    wait_jitter: float = 1.0
-    max_age: timedelta = timedelta(days=3)
-    in_process_timeout: float = 10.0
+    attempts: int = attrs.field(default=3)
+    wait_initial: float = attrs.field(default=1.0)
+    wait_max: float = attrs.field(default=600.0)
+    wait_jitter: float = attrs.field(default=1.0)
+    max_age: timedelta = attrs.field(default=timedelta(days=3))
+    in_process_timeout: float = attrs.field(default=10.0)
+
+    @attempts.validator
+    def _check_attempts(self, attribute: attrs.Attribute[int], value: int) -> None:
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise InvalidConfiguration("retry.attempts", value, "must be a whole number of at least 1")
+
+    @wait_initial.validator
+    @wait_jitter.validator
+    @in_process_timeout.validator
+    def _check_seconds(self, attribute: attrs.Attribute[float], value: float) -> None:
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < math.inf:
+            raise InvalidConfiguration(f"retry.{attribute.name}", value, "must be a finite number of seconds >= 0")
+
+    @wait_max.validator
+    def _check_wait_max(self, attribute: attrs.Attribute[float], value: float) -> None:
+        self._check_seconds(attribute, value)
+        if value < self.wait_initial:
+            raise InvalidConfiguration("retry.wait_max", value, f"must be at least wait_initial ({self.wait_initial})")
+
+    @max_age.validator
+    def _check_max_age(self, attribute: attrs.Attribute[timedelta], value: timedelta) -> None:
+        if not isinstance(value, timedelta) or value <= timedelta(0):
+            raise InvalidConfiguration("retry.max_age", value, "must be a positive timedelta")
 
     def backoff(self, failures: int) -> float:
         """The jittered wait after ``failures`` consecutive failures (1-based)."""

@@ -11,6 +11,7 @@ import threading
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -421,3 +422,23 @@ def test_bad_settings_are_refused(store: SqlStore) -> None:
         Dispatcher(store, notifier, worker_id="w" * 129)
     with pytest.raises(InvalidConfiguration, match="lease"):
         Dispatcher(store, notifier, lease=timedelta(0))
+
+
+@pytest.mark.parametrize(
+    ("settings", "setting"),
+    [
+        ({"attempts": 0}, "retry.attempts"),
+        ({"attempts": 2.5}, "retry.attempts"),
+        ({"wait_initial": -1.0}, "retry.wait_initial"),
+        ({"wait_jitter": float("inf")}, "retry.wait_jitter"),
+        ({"wait_max": float("nan")}, "retry.wait_max"),
+        ({"wait_initial": 5.0, "wait_max": 1.0}, "retry.wait_max"),
+        ({"max_age": timedelta(0)}, "retry.max_age"),
+        ({"in_process_timeout": -0.1}, "retry.in_process_timeout"),
+    ],
+)
+def test_retry_policy_refuses_nonsense(settings: dict[str, Any], setting: str) -> None:
+    """A RetryPolicy that could not work is refused on construction, naming the setting."""
+    with pytest.raises(InvalidConfiguration) as info:
+        RetryPolicy(**settings)
+    assert info.value.setting == setting
