@@ -46,10 +46,11 @@ class LoanMachine:
     thread: it holds no per-loan state.
     """
 
-    __slots__ = ("_definition", "_engine", "_guarded", "_table", "_triggers")
+    __slots__ = ("_definition", "_engine", "_guarded", "_rules", "_table", "_triggers")
 
     _definition: Definition
     _table: Mapping[str, frozenset[str]]
+    _rules: dict[tuple[str, str], bool]
     _guarded: Mapping[tuple[str, str], tuple[tuple[str, transitions.Transition], ...]]
     _triggers: Mapping[tuple[str, str], str]
     _engine: transitions.Machine
@@ -95,6 +96,10 @@ class LoanMachine:
         set_(self, "_definition", definition)
         set_(self, "_table", MappingProxyType({s: frozenset(a) for s, a in table.items()}))
         set_(self, "_guarded", MappingProxyType(guarded))
+        # The compiled table change() consults: one lookup per call answers both
+        # "is the pair declared?" (a key) and "does a guard decide?" (its value).
+        rules = {(before, after): (before, after) in guarded for before, afters in table.items() for after in afters}
+        set_(self, "_rules", rules)
         set_(self, "_triggers", MappingProxyType(triggers))
         set_(self, "_engine", engine)
 
@@ -284,11 +289,10 @@ class LoanMachine:
         change, so replaying the same change yields the same id.
         """
         try:
-            allowed = self._table.get(before)
-            legal = allowed is not None and after in allowed
+            guarded = self._rules.get((before, after))
         except TypeError:  # an unhashable value is no status; _refusal says which
-            legal = False
-        if not legal:
+            guarded = None
+        if guarded is None:
             raise self._refusal(loan_apply_no, before, after)
         if request_id is None:
             try:
@@ -298,7 +302,7 @@ class LoanMachine:
                 LoanChangeEvent(loan_apply_no, before, after, at, "0", customer_id, institution_loan_no)
                 raise
         event = LoanChangeEvent(loan_apply_no, before, after, at, request_id, customer_id, institution_loan_no)
-        if self._guarded and (before, after) in self._guarded:
+        if guarded:
             self._check_guards(event)
         return event
 
