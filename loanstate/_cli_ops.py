@@ -396,6 +396,10 @@ def deliver(db: str | None, config: str | None, once: bool, concurrency: int, ti
 
     # The dispatcher and stamina log retries and parked loans: an operator wants them on stderr.
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # The HTTP clients log every request at INFO: at hundreds of events a second that
+    # drowns the dispatcher's own retries and parkings. Their warnings still show.
+    for noisy in ("httpx2", "httpcore2", "aiohttp.access"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     s = settings(config, db)
     _require(
         {"LOANSTATE_APP_KEY": s.app_key, "LOANSTATE_APP_SECRET": s.app_secret},
