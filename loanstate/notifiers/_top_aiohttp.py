@@ -21,8 +21,15 @@ from yarl import URL
 from loanstate._errors import DeliveryError, InvalidConfiguration
 from loanstate._events import LoanChangeEvent
 from loanstate.notifiers._base import BaseAsyncNotifier, Receipt
-from loanstate.notifiers._top_common import Clock, TopProtocol, no_answer, tls_context, tls_settings_error
-from loanstate.top import DEFAULT_POLICY, OutcomePolicy, TopRequest
+from loanstate.notifiers._top_common import (
+    Clock,
+    TopNotifierCommon,
+    TopProtocol,
+    no_answer,
+    tls_context,
+    tls_settings_error,
+)
+from loanstate.top import DEFAULT_POLICY, OutcomePolicy
 
 __all__ = ["DEFAULT_ASYNC_TIMEOUT", "AsyncTopNotifier"]
 
@@ -49,7 +56,7 @@ def _env_proxy(url: str) -> str | None:
     return getproxies().get(parts.scheme)
 
 
-class AsyncTopNotifier(BaseAsyncNotifier):
+class AsyncTopNotifier(TopNotifierCommon, BaseAsyncNotifier):
     """The asyncio twin of :class:`~loanstate.TopNotifier`: same protocol, same outcomes, ``await send(event)``.
 
     Settings as for :class:`~loanstate.TopNotifier`, with aiohttp's client
@@ -111,20 +118,6 @@ class AsyncTopNotifier(BaseAsyncNotifier):
         self._owns_client = client is None
         self._client = client
 
-    @property
-    def url(self) -> str:
-        """The gateway endpoint."""
-        return self._protocol.url
-
-    @property
-    def app_key(self) -> str:
-        """The app key requests are signed for."""
-        return self._protocol.app_key
-
-    def prepare(self, event: LoanChangeEvent) -> TopRequest:
-        """The signed request ``send`` would POST now (for inspection; the signature is not in its repr)."""
-        return self._protocol.prepare(event)
-
     def _session(self) -> aiohttp.ClientSession:
         # Opened here, inside the running loop, as aiohttp requires.
         if self._client is None:
@@ -170,6 +163,3 @@ class AsyncTopNotifier(BaseAsyncNotifier):
         if self._owns_client and self._client is not None:
             await self._client.close()
             self._client = None
-
-    def __repr__(self) -> str:
-        return self._protocol.describe(type(self).__name__)

@@ -31,7 +31,16 @@ from loanstate.top import (
     transport_failure,
 )
 
-__all__ = ["PRODUCTION_URL", "Clock", "TopProtocol", "check_url", "no_answer", "tls_context", "tls_settings_error"]
+__all__ = [
+    "PRODUCTION_URL",
+    "Clock",
+    "TopNotifierCommon",
+    "TopProtocol",
+    "check_url",
+    "no_answer",
+    "tls_context",
+    "tls_settings_error",
+]
 
 #: The platform's production gateway.
 PRODUCTION_URL: Final = "https://gw.api.taobao.com/router/rest"
@@ -220,3 +229,26 @@ class TopProtocol:
     def describe(self, cls: str) -> str:
         """The notifier's repr: app key, URL and sign method, never the secret."""
         return f"{cls}(app_key={self.app_key!r}, url={self.url!r}, sign_method={self.sign_method!r})"
+
+
+class TopNotifierCommon:
+    """The members both TOP notifiers expose alike, read from their :class:`TopProtocol`."""
+
+    _protocol: TopProtocol
+
+    @property
+    def url(self) -> str:
+        """The gateway endpoint."""
+        return self._protocol.url
+
+    @property
+    def app_key(self) -> str:
+        """The app key requests are signed for."""
+        return self._protocol.app_key
+
+    def prepare(self, event: LoanChangeEvent) -> TopRequest:
+        """The signed request ``send`` would POST now (for inspection; the signature is not in its repr)."""
+        return self._protocol.prepare(event)
+
+    def __repr__(self) -> str:
+        return self._protocol.describe(type(self).__name__)

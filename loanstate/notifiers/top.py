@@ -28,13 +28,14 @@ from loanstate.notifiers._top_aiohttp import DEFAULT_ASYNC_TIMEOUT, AsyncTopNoti
 from loanstate.notifiers._top_common import (
     PRODUCTION_URL,
     Clock,
+    TopNotifierCommon,
     TopProtocol,
     log_failure,
     no_answer,
     tls_context,
     tls_settings_error,
 )
-from loanstate.top import DEFAULT_POLICY, OutcomePolicy, TopRequest
+from loanstate.top import DEFAULT_POLICY, OutcomePolicy
 
 __all__ = ["DEFAULT_ASYNC_TIMEOUT", "DEFAULT_TIMEOUT", "PRODUCTION_URL", "AsyncTopNotifier", "TopNotifier"]
 
@@ -42,7 +43,7 @@ __all__ = ["DEFAULT_ASYNC_TIMEOUT", "DEFAULT_TIMEOUT", "PRODUCTION_URL", "AsyncT
 DEFAULT_TIMEOUT: Final = httpx2.Timeout(10.0, connect=5.0)
 
 
-class TopNotifier(BaseNotifier):
+class TopNotifier(TopNotifierCommon, BaseNotifier):
     """Sends change events to the open platform over HTTPS, synchronously, on ``httpx2``.
 
     ``app_key``/``app_secret``: the app's credentials (the secret is kept
@@ -115,20 +116,6 @@ class TopNotifier(BaseNotifier):
             raise tls_settings_error(verify, cert, exc) from None
         self._timeout = timeout
 
-    @property
-    def url(self) -> str:
-        """The gateway endpoint."""
-        return self._protocol.url
-
-    @property
-    def app_key(self) -> str:
-        """The app key requests are signed for."""
-        return self._protocol.app_key
-
-    def prepare(self, event: LoanChangeEvent) -> TopRequest:
-        """The signed request ``send`` would POST now (for inspection; the signature is not in its repr)."""
-        return self._protocol.prepare(event)
-
     def send(self, event: LoanChangeEvent) -> Receipt:
         """Deliver ``event``; return the receipt or raise a ``DeliveryError`` (see the outcome table)."""
         protocol = self._protocol
@@ -164,6 +151,3 @@ class TopNotifier(BaseNotifier):
         """Close the connection pool (unless the client was passed in)."""
         if self._owns_client:
             self._client.close()
-
-    def __repr__(self) -> str:
-        return self._protocol.describe(type(self).__name__)
