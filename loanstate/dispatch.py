@@ -34,7 +34,7 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence, Sized
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from datetime import timedelta
 from types import FrameType
@@ -208,6 +208,27 @@ class _Core(Generic[N]):
         """
         return self.store.now() < claim.lease_expires_at - self.lease / 2
 
+    def _startable(self, ready: deque[Claim], stale: list[Claim], inflight: Sized) -> Iterator[Claim]:
+        """The ready claims to start now, one per free slot; those left waiting too long go to ``stale``.
+
+        The caller starts each claim before asking for the next, so ``inflight`` counts it.
+        """
+        while ready and len(inflight) < self.concurrency:
+            claim = ready.popleft()
+            if not self._fresh(claim):
+                stale.append(claim)
+                continue
+            yield claim
+
+    def _gives_up(self, first: Exception, stop: threading.Event | asyncio.Event | None) -> bool:
+        """Whether a first failed try is final: no retries allowed, not worth one in process, or stopping."""
+        return self.retry.attempts < 2 or not self._quick_retry(first) or (stop is not None and stop.is_set())
+
+    @staticmethod
+    def _postponed(claim: Claim) -> TransientDeliveryError:
+        """The error a delivery cut short by a stop ends with (the event stays pending)."""
+        return TransientDeliveryError("stopping: delivery postponed", request_id=claim.event.request_id)
+
     def _success(self, claim: Claim, receipt: Receipt, tries: int) -> Outcome:
         return Outcome(claim, "delivered", at=receipt.delivered_at, trace_id=receipt.trace_id, tries=tries)
 
@@ -314,7 +335,7 @@ class Dispatcher(_Core[Notifier]):
             return self._success(claim, receipt, tries), receipt
         except Exception as exc:
             first: Exception = exc
-            if self.retry.attempts < 2 or not self._quick_retry(first) or (stop is not None and stop.is_set()):
+            if self._gives_up(first, stop):
                 return self._failure(claim, first, tries), first
             wait_s = self._first_wait(first)
         if stop is not None and stop.wait(wait_s):
@@ -329,7 +350,7 @@ class Dispatcher(_Core[Notifier]):
                     tries += 1
                     receipt = self.notifier.send(claim.event)
                     return self._success(claim, receipt, tries), receipt
-            error: Exception = TransientDeliveryError("stopping: delivery postponed", request_id=claim.event.request_id)
+            error: Exception = self._postponed(claim)
         except Exception as exc:
             error = exc
         return self._failure(claim, error, tries), error
@@ -347,11 +368,7 @@ class Dispatcher(_Core[Notifier]):
         pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="loanstate-dispatch")
 
         def start_ready() -> None:
-            while ready and len(inflight) < self.concurrency:
-                claim = ready.popleft()
-                if not self._fresh(claim):
-                    stale.append(claim)
-                    continue
+            for claim in self._startable(ready, stale, inflight):
                 inflight[pool.submit(self._deliver, claim, stop)] = claim
 
         try:
@@ -431,7 +448,7 @@ class AsyncDispatcher(_Core[AsyncNotifier]):
             return self._success(claim, receipt, tries), receipt
         except Exception as exc:
             first: Exception = exc
-            if self.retry.attempts < 2 or not self._quick_retry(first) or (stop is not None and stop.is_set()):
+            if self._gives_up(first, stop):
                 return self._failure(claim, first, tries), first
             wait_s = self._first_wait(first)
         if stop is None:
@@ -449,7 +466,7 @@ class AsyncDispatcher(_Core[AsyncNotifier]):
                     tries += 1
                     receipt = await self.notifier.send(claim.event)
                     return self._success(claim, receipt, tries), receipt
-            error: Exception = TransientDeliveryError("stopping: delivery postponed", request_id=claim.event.request_id)
+            error: Exception = self._postponed(claim)
         except Exception as exc:
             error = exc
         return self._failure(claim, error, tries), error
@@ -464,11 +481,7 @@ class AsyncDispatcher(_Core[AsyncNotifier]):
         done_results: list[tuple[Outcome, Receipt | Exception]] = []
 
         def start_ready() -> None:
-            while ready and len(inflight) < self.concurrency:
-                claim = ready.popleft()
-                if not self._fresh(claim):
-                    stale.append(claim)
-                    continue
+            for claim in self._startable(ready, stale, inflight):
                 inflight.add(asyncio.create_task(self._deliver(claim, stop)))
 
         try:
