@@ -260,6 +260,16 @@ def _session_server(kind: Kind, tmp_path_factory: pytest.TempPathFactory) -> Ite
             found.stop()
 
 
+def _fresh_database(found: Server | Unavailable) -> Iterator[sa.URL]:
+    """A fresh database on the session's server (or ``require``'s skip), dropped after the test."""
+    server = require(found)
+    url = server.create_database()
+    try:
+        yield url
+    finally:
+        server.drop_database(url)
+
+
 @pytest.fixture(scope="session")
 def loanstate_postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server | Unavailable]:
     """The PostgreSQL server for this session (or why there is none)."""
@@ -275,20 +285,10 @@ def loanstate_mysql_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator
 @pytest.fixture
 def loanstate_postgres_url(loanstate_postgres_server: Server | Unavailable) -> Iterator[sa.URL]:
     """URL of a fresh PostgreSQL database, dropped after the test."""
-    server = require(loanstate_postgres_server)
-    url = server.create_database()
-    try:
-        yield url
-    finally:
-        server.drop_database(url)
+    yield from _fresh_database(loanstate_postgres_server)
 
 
 @pytest.fixture
 def loanstate_mysql_url(loanstate_mysql_server: Server | Unavailable) -> Iterator[sa.URL]:
     """URL of a fresh MySQL/MariaDB database, dropped after the test."""
-    server = require(loanstate_mysql_server)
-    url = server.create_database()
-    try:
-        yield url
-    finally:
-        server.drop_database(url)
+    yield from _fresh_database(loanstate_mysql_server)
