@@ -15,6 +15,8 @@ anything the library raises on purpose; anything else is a bug.
     ├── InvalidConfiguration     a setting is wrong (a sign method, an http:// URL, ...)
     └── DeliveryError            a notification did not reach the platform
         ├── TransientDeliveryError   try again later, with the same request_id
+        │   └── SystemicDeliveryError    our setup is wrong (credentials, clock, TLS, ...):
+        │                                every event would fail alike, so pause, never park
         └── PermanentDeliveryError   retrying unchanged cannot help: park it
 
 Messages name the offending value; attributes carry it for code. No error ever
@@ -24,7 +26,7 @@ holds a secret (an app secret, a signature): notifiers strip them before raising
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from loanstate._definition import Problem
@@ -38,6 +40,7 @@ __all__ = [
     "InvalidEvent",
     "LoanStateError",
     "PermanentDeliveryError",
+    "SystemicDeliveryError",
     "TransientDeliveryError",
     "UnknownLoan",
     "UnreadableInput",
@@ -150,10 +153,11 @@ class DeliveryError(LoanStateError):
     """A change notification did not reach the platform.
 
     Attributes keep what the gateway said, never the credentials used:
-    ``request_id`` (the idempotency key), ``trace_id``, ``code``/``msg``
-    (platform level; ``message`` is this error's own text), ``sub_code``/``sub_message``, ``response_code``/
-    ``response_message`` (business level), ``http_status`` and
-    ``retry_after`` (seconds to wait, where the platform implies a window).
+    ``request_id`` (the idempotency key), ``trace_id``, ``code``/``code_message``
+    and ``sub_code``/``sub_message`` (platform level: the reply's ``code``, ``msg``,
+    ``sub_code`` and ``sub_msg``), ``response_code``/``response_message`` (business
+    level), ``http_status`` and ``retry_after`` (seconds to wait, where the platform
+    implies a window). ``message`` is this error's own text, the one ``str()`` shows.
     """
 
     def __init__(
@@ -163,7 +167,7 @@ class DeliveryError(LoanStateError):
         request_id: str | None = None,
         trace_id: str | None = None,
         code: str | None = None,
-        msg: str | None = None,
+        code_message: str | None = None,
         sub_code: str | None = None,
         sub_message: str | None = None,
         response_code: str | None = None,
@@ -175,7 +179,7 @@ class DeliveryError(LoanStateError):
         self.request_id = request_id
         self.trace_id = trace_id
         self.code = code
-        self.msg = msg
+        self.code_message = code_message
         self.sub_code = sub_code
         self.sub_message = sub_message
         self.response_code = response_code
@@ -202,3 +206,21 @@ class TransientDeliveryError(DeliveryError):
 
 class PermanentDeliveryError(DeliveryError):
     """The platform refused the notification; sending it unchanged cannot help."""
+
+
+class SystemicDeliveryError(TransientDeliveryError):
+    """Delivery failed for a reason that says nothing about this event and
+    everything about our setup, so every event would fail alike: a rejected
+    signature or app key, a missing permission, a clock the platform refuses,
+    HTTP 401/403, a TLS failure, a gateway that cannot be reached.
+
+    A dispatcher pauses on it (parks nothing, charges no attempt) and probes
+    until it passes. ``cause`` is a short stable name for what is wrong (such as
+    ``"signature"``, ``"app_key"``, ``"permission"``, ``"timestamp"``, ``"tls"``,
+    ``"unreachable"``); ``remedy`` says, for a person, what to fix.
+    """
+
+    def __init__(self, message: str, *, cause: str, remedy: str, **details: Any) -> None:
+        self.cause = cause
+        self.remedy = remedy
+        super().__init__(message, **details)

@@ -160,7 +160,7 @@ class Outcome:
             request_id=request_id,
             trace_id=self.trace_id,
             code=self.code,
-            msg=self.message,
+            code_message=self.message,
             sub_code=self.sub_code,
             sub_message=self.sub_message,
             response_code=self.response_code,
