@@ -24,9 +24,9 @@ from loanstate._errors import (
     UnknownLoan,
     UnreadableInput,
 )
-from loanstate._events import LoanChangeEvent, derive_request_id
+from loanstate._events import LoanChangeEvent, Receipt, derive_request_id
 from loanstate._machine import LoanMachine, default_machine
-from loanstate.notifiers._base import AsyncNotifier, Notifier, Receipt
+from loanstate.notifiers._base import AsyncNotifier, Notifier
 
 if TYPE_CHECKING:
     from loanstate._audit import AuditFinding, AuditSummary, HistoryAudit

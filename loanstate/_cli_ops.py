@@ -331,8 +331,7 @@ def gateway(port: int, machine_file: str | None, fault_rate: float, latency: flo
     The app key and secret are LOANSTATE_APP_KEY / LOANSTATE_APP_SECRET, else
     the published test pair.
     """
-    from loanstate.testing._faults import Fault, FaultPlan
-    from loanstate.testing._gateway import FakeTopGateway
+    from loanstate.fake import FakeTopGateway, Fault, FaultPlan
 
     machine = load_machine(machine_file) if machine_file else None
     key = os.environ.get("LOANSTATE_APP_KEY") or _TEST_KEY

@@ -1,6 +1,6 @@
 """The demo job: the whole durable path on embedded defaults, end to end, and checked.
 
-:func:`run_demo` starts a :class:`~loanstate.testing.FakeTopGateway` on
+:func:`run_demo` starts a :class:`~loanstate.fake.FakeTopGateway` on
 loopback (with seeded transient faults, and a *platform* lifecycle that
 refuses one change the shipped default allows, so some loans park the way they
 would if the default lifecycle were a wrong assumption), opens a SQLite store in
@@ -167,10 +167,9 @@ def run_demo(
     ``on_ready(database)`` is called once the store is open.
     """
     from loanstate.dispatch import Dispatcher, RetryPolicy
+    from loanstate.fake import FakeTopGateway, Fault, FaultPlan
     from loanstate.notifiers.top import TopNotifier
     from loanstate.store import SqlStore
-    from loanstate.testing._faults import Fault, FaultPlan
-    from loanstate.testing._gateway import FakeTopGateway
 
     started = time.monotonic()
     # The gateway's faults make stamina log every in-process retry; the summary counts them instead.

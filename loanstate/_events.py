@@ -33,6 +33,7 @@ __all__ = [
     "MAX_FIELD_LENGTH",
     "TOP_TIMEZONE",
     "LoanChangeEvent",
+    "Receipt",
     "derive_request_id",
     "format_top_time",
 ]
@@ -323,3 +324,20 @@ _FIELD_CHECKS: Final = {
     "customer_id": _check_optional_text,
     "institution_loan_no": _check_optional_text,
 }
+
+
+@attrs.frozen
+class Receipt:
+    """What the platform said when it accepted a change notification.
+
+    ``request_id`` is the event's idempotency key; ``trace_id``,
+    ``response_code`` and ``response_message`` are the gateway's words (any
+    may be ``None`` when the platform did not send them); ``delivered_at`` is
+    when the acceptance was observed (aware datetime, from the notifier's clock).
+    """
+
+    request_id: str
+    trace_id: str | None
+    response_code: str | None
+    response_message: str | None
+    delivered_at: datetime

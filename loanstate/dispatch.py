@@ -44,8 +44,8 @@ import attrs
 import stamina
 
 from loanstate._errors import DeliveryError, InvalidConfiguration, PermanentDeliveryError, TransientDeliveryError
-from loanstate._events import LoanChangeEvent
-from loanstate.notifiers._base import AsyncNotifier, Notifier, Receipt
+from loanstate._events import LoanChangeEvent, Receipt
+from loanstate.notifiers._base import AsyncNotifier, Notifier
 from loanstate.store import Claim, Outcome, SqlStore
 
 __all__ = ["AsyncDispatcher", "DispatchReport", "Dispatcher", "RetryPolicy"]

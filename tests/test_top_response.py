@@ -171,7 +171,13 @@ def test_errors_keep_every_gateway_value() -> None:
     platform = classify(200, error_json(code=50, msg="Remote service error", sub_code="isv.x", sub_msg="非法")).error(
         "r"
     )
-    assert (platform.code, platform.code_message, platform.sub_code, platform.sub_message, platform.gateway_request_id) == (
+    assert (
+        platform.code,
+        platform.code_message,
+        platform.sub_code,
+        platform.sub_message,
+        platform.gateway_request_id,
+    ) == (
         "50",
         "Remote service error",
         "isv.x",

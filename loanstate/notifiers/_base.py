@@ -10,32 +10,12 @@ cannot; any other exception is a bug in the adapter.
 
 from __future__ import annotations
 
-from datetime import datetime
 from types import TracebackType
 from typing import Protocol, Self, runtime_checkable
 
-import attrs
-
-from loanstate._events import LoanChangeEvent
+from loanstate._events import LoanChangeEvent, Receipt
 
 __all__ = ["AsyncNotifier", "BaseAsyncNotifier", "BaseNotifier", "Notifier", "Receipt"]
-
-
-@attrs.frozen
-class Receipt:
-    """What the platform said when it accepted a change notification.
-
-    ``request_id`` is the event's idempotency key; ``trace_id``,
-    ``response_code`` and ``response_message`` are the gateway's words (any
-    may be ``None`` when the platform did not send them); ``delivered_at`` is
-    when the acceptance was observed (aware datetime, from the notifier's clock).
-    """
-
-    request_id: str
-    trace_id: str | None
-    response_code: str | None
-    response_message: str | None
-    delivered_at: datetime
 
 
 @runtime_checkable

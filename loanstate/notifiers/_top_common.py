@@ -17,8 +17,7 @@ from typing import Final
 from urllib.parse import urlsplit
 
 from loanstate._errors import DeliveryError, InvalidConfiguration, TransientDeliveryError
-from loanstate._events import LoanChangeEvent
-from loanstate.notifiers._base import Receipt
+from loanstate._events import LoanChangeEvent, Receipt
 from loanstate.top import (
     CONTENT_TYPE,
     FORMATS,

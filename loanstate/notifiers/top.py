@@ -48,7 +48,7 @@ class TopNotifier(TopNotifierCommon, BaseNotifier):
 
     ``app_key``/``app_secret``: the app's credentials (the secret is kept
     private: it is in no repr, log or error). ``url``: the gateway (HTTPS, or
-    HTTP to a loopback address such as a :class:`~loanstate.testing.FakeTopGateway`).
+    HTTP to a loopback address such as a :class:`~loanstate.fake.FakeTopGateway`).
     ``sign_method``: ``hmac-sha256`` (default), ``hmac`` or ``md5``.
     ``timeout``: seconds or an ``httpx2.Timeout`` (default 5 s to connect, 10 s
     for each other step). ``clock``: gives the request ``timestamp`` and

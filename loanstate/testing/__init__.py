@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from loanstate.testing._faults import Fault, FaultPlan
-from loanstate.testing._gateway import FakeTopGateway, GatewayRequest
+from loanstate.fake import FakeTopGateway, Fault, FaultPlan, GatewayRequest
 
 __all__ = ["FakeTopGateway", "Fault", "FaultPlan", "GatewayRequest"]
 
-# The fake gateway needs no Hypothesis (`loanstate demo` and `loanstate gateway`
-# use it on a plain install); the strategies and the stateful base need it
+# The fake gateway lives in loanstate.fake (the demo and `loanstate gateway` use
+# it on a plain install) and is re-exported here; the strategies and the stateful base need it
 # (the "test" extra), so without it they are simply absent, and so are their
 # names in __all__ (``from loanstate.testing import *`` works either way).
 try:

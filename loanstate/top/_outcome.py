@@ -34,15 +34,13 @@ import math
 import re
 from collections.abc import Iterable
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
 import attrs
 
 from loanstate._errors import DeliveryError, InvalidConfiguration, PermanentDeliveryError, TransientDeliveryError
+from loanstate._events import Receipt
 from loanstate.top._response import UNREADABLE, TopResponse, parse_response
-
-if TYPE_CHECKING:
-    from loanstate.notifiers._base import Receipt
 
 __all__ = [
     "DEFAULT_POLICY",
@@ -141,9 +139,6 @@ class Outcome:
 
     def receipt(self, request_id: str, delivered_at: datetime) -> Receipt:
         """The receipt for a successful outcome."""
-        # Imported here: loanstate.notifiers imports this package.
-        from loanstate.notifiers._base import Receipt
-
         return Receipt(
             request_id=request_id,
             trace_id=self.trace_id,

@@ -28,8 +28,8 @@ from aiohttp import web
 from loanstate._errors import InvalidConfiguration
 from loanstate._events import LoanChangeEvent
 from loanstate._machine import LoanMachine
-from loanstate.testing._faults import Fault, FaultPlan
-from loanstate.testing._gateway_rules import Answer, check_request, error_answer, render, success_answer
+from loanstate.fake._faults import Fault, FaultPlan
+from loanstate.fake._rules import Answer, check_request, error_answer, render, success_answer
 
 __all__ = ["FakeTopGateway", "GatewayRequest"]
 
