@@ -36,7 +36,7 @@ import uuid
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence, Sized
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from datetime import timedelta
+from datetime import datetime, timedelta
 from types import FrameType
 from typing import Any, Final, Generic, TypeVar
 
@@ -48,7 +48,7 @@ from loanstate._events import LoanChangeEvent, Receipt
 from loanstate.notifiers._base import AsyncNotifier, Notifier
 from loanstate.store import Claim, Outcome, SqlStore
 
-__all__ = ["AsyncDispatcher", "DispatchReport", "Dispatcher", "RetryPolicy"]
+__all__ = ["AsyncDispatcher", "Attempt", "DispatchReport", "Dispatcher", "Pause", "RetryPolicy"]
 
 log: Final = logging.getLogger("loanstate.dispatch")
 
@@ -113,13 +113,45 @@ class RetryPolicy:
 
 
 @attrs.frozen
+class Pause:
+    """Why delivery is paused: a failure that would hit every event alike.
+
+    ``cause`` is the :class:`~loanstate.SystemicDeliveryError`'s short name
+    (``"signature"``, ``"timestamp"``, ``"unreachable"``, ...), ``remedy`` what a
+    person should fix, ``message`` the error's text, ``since`` when the pause began.
+    """
+
+    cause: str
+    remedy: str
+    message: str
+    since: datetime
+
+
+@attrs.frozen
+class Attempt:
+    """One delivery attempt, as the ``on_attempt`` hook sees it.
+
+    ``outcome`` is ``"delivered"``, ``"retry"`` (rescheduled), ``"parked"`` or
+    ``"paused"`` (a systemic failure: nothing charged); ``error`` is the failure's
+    text (``None`` when delivered); ``seconds`` is the attempt's wall time.
+    """
+
+    request_id: str
+    loan_apply_no: str
+    outcome: str
+    seconds: float
+    error: str | None = None
+
+
+@attrs.frozen
 class DispatchReport:
     """What a dispatcher run did, and what is left.
 
     ``delivered``, ``retried`` (failures rescheduled) and ``parked`` count
     this run's outcomes; ``pending`` and ``lag`` (age of the oldest pending
     event, ``None`` when none is pending) describe the outbox when the run
-    ended; ``elapsed`` is the run's wall time in seconds.
+    ended; ``elapsed`` is the run's wall time in seconds; ``paused`` says why
+    delivery is paused when the run ended paused (``None`` otherwise).
     """
 
     delivered: int
@@ -128,6 +160,7 @@ class DispatchReport:
     pending: int
     lag: timedelta | None
     elapsed: float
+    paused: Pause | None = None
 
 
 def _default_worker_id() -> str:

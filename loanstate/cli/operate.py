@@ -41,12 +41,12 @@ from typing import TYPE_CHECKING, Any, Final
 import attrs
 import click
 
-from loanstate._cli_common import EXIT_FINDINGS, InputError, debug_option, first_line, load_machine, stdout
+from loanstate.cli._common import EXIT_FINDINGS, InputError, debug_option, first_line, load_machine, stdout
 
 if TYPE_CHECKING:
     from loanstate.store import SqlStore
 
-__all__ = ["Settings", "register"]
+__all__ = ["Settings", "deliver", "demo", "gateway", "outbox"]
 
 #: Alibaba's production gateway, used by ``deliver`` unless LOANSTATE_TOP_URL or [top] url says otherwise.
 PRODUCTION_URL: Final = "https://gw.api.taobao.com/router/rest"
@@ -513,9 +513,3 @@ def outbox_skip(request_id: str, db: str | None, config: str | None) -> int:
         "(never sent; tell the platform another way if it must know)"
     )
     return 0
-
-
-def register(group: click.Group) -> None:
-    """Add the operating commands to the ``loanstate`` group."""
-    for command in (demo, gateway, deliver, outbox):
-        group.add_command(command)
