@@ -70,7 +70,7 @@ class Loan:
 def ours(n: int) -> None:
     change = default_machine().change
     for i in range(n):
-        change(loan_apply_no=f"FI{i}", before="NEW", after="OVERDUE", at=AT)
+        change(loan_apply_no=f"FI{i}", before="NEW", after="OVERDUE", at=AT, sequence=1)
 
 
 def ours_with_request_id(n: int) -> None:
@@ -91,7 +91,7 @@ def floor_event_alone(n: int) -> None:
 
 def request_id_alone(n: int) -> None:
     for i in range(n):
-        derive_request_id(f"FI{i}", "NEW", "OVERDUE", AT)
+        derive_request_id(f"FI{i}", "NEW", "OVERDUE", AT, sequence=1)
 
 
 def loop_floor(n: int) -> None:
@@ -138,7 +138,7 @@ def held_bytes(loans: int, pattern: str) -> float:
     if pattern == "loanstate":
         change = default_machine().change
         for i in range(loans):
-            change(loan_apply_no=f"FI{i}", before="NEW", after="OVERDUE", at=AT)
+            change(loan_apply_no=f"FI{i}", before="NEW", after="OVERDUE", at=AT, sequence=1)
     else:
         machine = transitions.Machine(
             model=None, states=STATES, transitions=SPECS, initial="NEW", auto_transitions=False

@@ -217,7 +217,8 @@ def bench_delivery(quick: bool, directory: Path) -> list[Row]:
         # The bare client: the same signed requests, 32 threads, no outbox, no ordering.
         machine = default_machine()
         requests = [
-            machine.change(loan_apply_no=f"BARE{n:06d}", before="NEW", after="OVERDUE", at=AT) for n in range(events)
+            machine.change(loan_apply_no=f"BARE{n:06d}", before="NEW", after="OVERDUE", at=AT, sequence=1)
+            for n in range(events)
         ]
         with httpx2.Client(limits=httpx2.Limits(max_connections=64)) as client:
 

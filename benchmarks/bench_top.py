@@ -59,6 +59,7 @@ def make_events(count: int, tag: str) -> list[LoanChangeEvent]:
             at=NOW,
             customer_id="2088000000000001",
             institution_loan_no=f"借据-{i}",
+            sequence=1,
         )
         for i in range(count)
     ]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from loanstate._definition import Problem, Transition
+from loanstate._definition import Transition
 from loanstate._errors import (
     ConcurrentChange,
     DeliveryError,
@@ -19,6 +19,7 @@ from loanstate._errors import (
     InvalidEvent,
     LoanStateError,
     PermanentDeliveryError,
+    Problem,
     SystemicDeliveryError,
     TransientDeliveryError,
     UnknownLoan,

@@ -1,71 +1,73 @@
-"""Reading a lifecycle definition and finding every mistake in it.
+"""Reading a lifecycle definition (a TOML file, a mapping, or Python values) into plain data.
 
 A definition is data: statuses (each with a description), the initial status,
 the terminal ones and the legal ``before -> after`` transitions. This module
-turns a TOML file or a plain mapping into that data and runs the static checks;
-it never raises for a *bad definition*: it returns :class:`Problem` records,
-so a caller sees all of them at once.
+turns a TOML file, a plain mapping or the arguments of
+:meth:`LoanMachine.define <loanstate.LoanMachine.define>` into a
+:class:`Definition`. It never raises for a *bad definition*: it returns
+:class:`Problem` records, so a caller sees all of them at once. What is wrong
+with the data itself (unknown statuses, dead ends, ...) is for
+:mod:`loanstate._checks`.
+
+A definition file must be a regular file of at most :data:`MAX_FILE_BYTES`
+(a FIFO or a device is refused without being read), UTF-8 TOML nested at most
+:data:`MAX_DEPTH` levels deep.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import stat
 import tomllib
 from collections.abc import Callable, Iterable, Mapping
-from pathlib import Path
 from typing import Any, Final
 
 import attrs
 
-__all__ = ["Definition", "Problem", "Transition", "find_problems", "parse_mapping", "read_file"]
+from loanstate._errors import Problem, shorten
+from loanstate._validate import plain_text
 
-#: A status name: what the API carries in before_status / after_status.
-STATUS_NAME: Final = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
-#: A trigger name: a Python identifier, so it can be fired by name.
-TRIGGER_NAME: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
+__all__ = [
+    "MAX_DEPTH",
+    "MAX_FILE_BYTES",
+    "Definition",
+    "Guard",
+    "Problem",
+    "Transition",
+    "from_python",
+    "parse_mapping",
+    "read_file",
+]
+
 #: A definition file larger than this is not a lifecycle (refused before reading).
 MAX_FILE_BYTES: Final = 1 << 20
+#: How deeply a definition may nest (it needs 4 levels: file, transitions, one transition, its list).
+MAX_DEPTH: Final = 16
 
 _TOP_KEYS: Final = ("lifecycle", "statuses", "transitions")
 _LIFECYCLE_KEYS: Final = ("name", "initial", "terminal", "description")
 _TRANSITION_KEYS: Final = ("before", "after", "trigger")
+_MAX_PATH: Final = 4096
 
 Guard = Callable[..., bool]
 
 
-@attrs.frozen
-class Problem:
-    """One mistake in a definition: what is wrong, and where.
-
-    ``code`` is a stable identifier for programs (``unknown-status``,
-    ``unreachable``, ``dead-end``, ``terminal-exit``, ``duplicate-pair``,
-    ``self-loop``, ``blank-name``, ``bad-name``, ``unknown-key``,
-    ``bad-initial``, ``ambiguous-trigger``, ``bad-value``, ``unreadable``);
-    ``where`` is the place in the definition (``transitions[2].after``);
-    ``source`` and ``line`` locate it in a file when there is one.
-    """
-
-    code: str
-    message: str
-    where: str = ""
-    source: str | None = None
-    line: int | None = None
-
-    def __str__(self) -> str:
-        place = ""
-        if self.source:
-            place = f"{self.source}:{self.line}: " if self.line else f"{self.source}: "
-        where = f"{self.where}: " if self.where else ""
-        return f"{place}{where}{self.message}"
+def _plain(value: Any) -> Any:
+    """A string as its plain ``str`` (a StrEnum member becomes its value); anything else as given."""
+    return plain_text(value) if isinstance(value, str) else value
 
 
-def _to_statuses(value: object) -> tuple[str, ...]:
+def _to_statuses(value: object) -> tuple[Any, ...]:
+    """``before`` as a tuple: one status, or each of a collection's (the checks judge what is in it)."""
     if isinstance(value, str):
-        return (value,)
-    if isinstance(value, Iterable):
-        return tuple(value)
-    return (value,)  # type: ignore[return-value]  # reported by find_problems
+        return (plain_text(value),)
+    if isinstance(value, Iterable) and not isinstance(value, bytes | bytearray | Mapping):
+        try:
+            return tuple(_plain(item) for item in value)
+        except Exception:
+            return (value,)
+    return (value,)
 
 
 @attrs.frozen
@@ -75,13 +77,19 @@ class Transition:
     ``trigger`` names it in diagrams and for :meth:`LoanMachine.after`;
     ``guard`` is an optional predicate called with the candidate
     :class:`~loanstate.LoanChangeEvent` (through ``transitions``' condition
-    machinery): the change is legal only when it returns true.
+    machinery): the change is legal only when it returns true. Making one never
+    raises: a wrong value is reported when a machine is built from it.
     """
 
     before: tuple[str, ...] = attrs.field(converter=_to_statuses)
-    after: str
-    trigger: str | None = None
+    after: str = attrs.field(converter=_plain)
+    trigger: str | None = attrs.field(default=None, converter=_plain)
     guard: Guard | None = attrs.field(default=None, eq=False)
+
+    @property
+    def fired_by(self) -> str:
+        """The trigger that fires it: ``trigger``, else the ``to_<after>`` that ``transitions`` would name it."""
+        return self.trigger or f"to_{self.after}"
 
 
 @attrs.frozen
@@ -106,43 +114,130 @@ def _line(lines: Mapping[str, int], where: str) -> int | None:
     return lines.get(where) or lines.get(where.split(".", 1)[0])
 
 
-def read_file(path: str | os.PathLike[str]) -> tuple[Definition | None, list[Problem]]:
-    """Read a TOML definition; return it (or ``None``) and the reading problems."""
-    try:
-        source = os.fspath(path)
-    except TypeError:
-        return None, [Problem("unreadable", f"not a file path: {path!r}", "", repr(path))]
-    if isinstance(source, bytes):
-        source = os.fsdecode(source)
-    if "\x00" in source:  # the OS would refuse it with a ValueError
-        return None, [Problem("unreadable", "a file path cannot contain a NUL character", "", repr(source))]
-    p = Path(source)
+def _place(key: object) -> str:
+    """A key of the definition as a place name (shortened when it is not a short string)."""
+    return key if isinstance(key, str) and len(key) <= 64 and key.isprintable() else shorten(key, 40)
 
-    def fail(message: str) -> tuple[None, list[Problem]]:
-        return None, [Problem("unreadable", message, "", source)]
 
-    try:
-        if p.is_dir():
-            return fail("is a directory, not a lifecycle file")
-        size = p.stat().st_size
-        if size > MAX_FILE_BYTES:
-            return fail(f"is {size} bytes; a lifecycle definition is at most {MAX_FILE_BYTES} bytes")
-        raw = p.read_bytes()
-    except FileNotFoundError:
-        return fail("no such file")
-    except OSError as exc:
-        return fail(f"cannot read: {exc.strerror or exc}")
-    if b"\x00" in raw:
-        return fail("is a binary file, not TOML text")
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        return fail(f"is not UTF-8 text (byte {exc.start}: {raw[exc.start : exc.start + 1]!r})")
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        return fail(f"is not valid TOML: {exc}")
-    return parse_mapping(data, source=source, lines=_locate(text))
+@attrs.define
+class _Reader:
+    """Collects the problems found while reading one definition, each located in its source."""
+
+    source: str | None = None
+    lines: Mapping[str, int] = attrs.field(factory=dict)
+    problems: list[Problem] = attrs.field(factory=list)
+
+    def add(self, code: str, message: str, where: str) -> None:
+        self.problems.append(Problem(code, message, where, self.source, _line(self.lines, where)))
+
+    def unknown_keys(self, table: Mapping[Any, Any], known: tuple[str, ...], prefix: str) -> None:
+        for key in table:
+            if key not in known:
+                where = f"{prefix}{_place(key)}"
+                self.add("unknown-key", f"unknown key {shorten(key)} (expected: {', '.join(known)})", where)
+
+    def lifecycle(self, table: object) -> tuple[str, str, tuple[str, ...]]:
+        """``name``, ``initial`` and ``terminal`` from the ``[lifecycle]`` table."""
+        if not isinstance(table, Mapping):
+            self.add("bad-value", f"must be a table, got {type(table).__name__}", "lifecycle")
+            table = {}
+        self.unknown_keys(table, _LIFECYCLE_KEYS, "lifecycle.")
+        name = table.get("name", "lifecycle")
+        if not isinstance(name, str):
+            self.add("bad-value", f"must be a string, got {shorten(name)}", "lifecycle.name")
+            name = "lifecycle"
+        description = table.get("description", "")
+        if not isinstance(description, str):
+            self.add("bad-value", f"must be a string, got {shorten(description)}", "lifecycle.description")
+        initial = table.get("initial")
+        if initial is None:
+            self.add("bad-initial", "missing: name the initial status", "lifecycle.initial")
+            initial = ""
+        elif not isinstance(initial, str):
+            self.add("bad-initial", f"must be a status name, got {shorten(initial)}", "lifecycle.initial")
+            initial = ""
+        return plain_text(name), plain_text(initial), self.terminal(table.get("terminal", ()))
+
+    def terminal(self, value: object) -> tuple[str, ...]:
+        """The terminal statuses: a name or a list of names."""
+        if isinstance(value, str):
+            return (plain_text(value),)
+        if not isinstance(value, list | tuple):
+            self.add("bad-value", f"must be a list of statuses, got {shorten(value)}", "lifecycle.terminal")
+            return ()
+        names: list[str] = []
+        for item in value:
+            if isinstance(item, str):
+                names.append(plain_text(item))
+            else:
+                self.add("bad-value", f"must list status names, got {shorten(item)}", "lifecycle.terminal")
+        return tuple(names)
+
+    def statuses(self, value: object) -> dict[str, str]:
+        """Each status and its description: a table of ``status = description``, or a list of names."""
+        if isinstance(value, Mapping):
+            pairs: Iterable[tuple[object, object]] = value.items()
+        elif isinstance(value, list | tuple):
+            pairs = ((status, "") for status in value)
+        else:
+            self.add("bad-value", f"must be a table of status = description, got {shorten(value)}", "statuses")
+            return {}
+        statuses: dict[str, str] = {}
+        for status, description in pairs:
+            if not isinstance(status, str):
+                self.add("bad-value", f"a status name must be a string, got {shorten(status)}", "statuses")
+                continue
+            text = description if isinstance(description, str) else ""
+            if not isinstance(description, str):
+                where = f"statuses.{_place(status)}"
+                self.add("bad-value", f"description must be a string, got {shorten(description)}", where)
+            statuses[plain_text(status)] = plain_text(text)
+        return statuses
+
+    def transitions(self, value: object) -> tuple[Transition, ...]:
+        """Every transition that has the right shape; the others become problems."""
+        if not isinstance(value, list | tuple):
+            self.add("bad-value", "must be an array of tables ([[transitions]])", "transitions")
+            return ()
+        found: list[Transition] = []
+        for index, item in enumerate(value, start=1):
+            transition = self.transition(item, f"transitions[{index}]")
+            if transition is not None:
+                found.append(transition)
+        return tuple(found)
+
+    def transition(self, item: object, where: str) -> Transition | None:
+        """One ``[[transitions]]`` table as a Transition, or ``None`` when its statuses are unusable."""
+        if isinstance(item, Transition):
+            return item
+        if not isinstance(item, Mapping):
+            self.add("bad-value", f"must be a table, got {shorten(item)}", where)
+            return None
+        self.unknown_keys(item, (*_TRANSITION_KEYS, "guard"), f"{where}.")
+        before, after = item.get("before"), item.get("after")
+        trigger, guard = item.get("trigger"), item.get("guard")
+        usable = True
+        if before is None:
+            self.add("blank-name", "missing 'before'", where)
+            usable = False
+        elif not (
+            isinstance(before, str) or (isinstance(before, list | tuple) and all(isinstance(b, str) for b in before))
+        ):
+            self.add("bad-value", f"'before' must be a status or a list of them, got {shorten(before)}", where)
+            usable = False
+        if after is None:
+            self.add("blank-name", "missing 'after'", where)
+            usable = False
+        elif not isinstance(after, str):
+            self.add("bad-value", f"'after' must be a status, got {shorten(after)}", where)
+            usable = False
+        if trigger is not None and not isinstance(trigger, str):
+            self.add("bad-value", f"'trigger' must be a name, got {shorten(trigger)}", where)
+            trigger = None
+        if guard is not None and not callable(guard):
+            self.add("bad-value", f"'guard' must be callable, got {shorten(guard)}", where)
+            guard = None
+        return Transition(before, after, trigger, guard) if usable else None
 
 
 def parse_mapping(
@@ -156,259 +251,179 @@ def parse_mapping(
     Shape problems (unknown keys, wrong types) are returned, never raised;
     the definition is ``None`` only when the mapping is not one at all.
     """
-    lines = dict(lines or {})
-
-    def at(code: str, message: str, where: str) -> Problem:
-        return Problem(code, message, where, source, _line(lines, where))
-
     if not isinstance(data, Mapping):
         return None, [Problem("bad-value", f"a definition must be a mapping, got {type(data).__name__}", "", source)]
-    problems: list[Problem] = []
-    for key in data:
-        if key not in _TOP_KEYS:
-            problems.append(at("unknown-key", f"unknown key {key!r} (expected: {', '.join(_TOP_KEYS)})", str(key)))
+    reader = _Reader(source, dict(lines or {}))
+    reader.unknown_keys(data, _TOP_KEYS, "")
+    name, initial, terminal = reader.lifecycle(data.get("lifecycle", {}))
+    statuses = reader.statuses(data.get("statuses", {}))
+    transitions = reader.transitions(data.get("transitions", []))
+    definition = Definition(name, statuses, initial, terminal, transitions, source, reader.lines)
+    return definition, reader.problems
 
-    lifecycle = data.get("lifecycle", {})
-    if not isinstance(lifecycle, Mapping):
-        problems.append(at("bad-value", f"must be a table, got {type(lifecycle).__name__}", "lifecycle"))
-        lifecycle = {}
-    for key in lifecycle:
-        if key not in _LIFECYCLE_KEYS:
-            problems.append(
-                at("unknown-key", f"unknown key {key!r} (expected: {', '.join(_LIFECYCLE_KEYS)})", f"lifecycle.{key}")
-            )
-    name = lifecycle.get("name", "lifecycle")
-    if not isinstance(name, str):
-        problems.append(at("bad-value", f"must be a string, got {name!r}", "lifecycle.name"))
-        name = "lifecycle"
-    initial = lifecycle.get("initial")
-    if initial is None:
-        problems.append(at("bad-initial", "missing: name the initial status", "lifecycle.initial"))
-        initial = ""
-    elif not isinstance(initial, str):
-        problems.append(at("bad-initial", f"must be a status name, got {initial!r}", "lifecycle.initial"))
-        initial = ""
-    terminal_raw = lifecycle.get("terminal", [])
-    if isinstance(terminal_raw, str):
-        terminal_raw = [terminal_raw]
-    terminal: list[str] = []
-    if isinstance(terminal_raw, list):
-        for item in terminal_raw:
-            if isinstance(item, str):
-                terminal.append(item)
-            else:
-                problems.append(at("bad-value", f"must list status names, got {item!r}", "lifecycle.terminal"))
-    else:
-        problems.append(at("bad-value", f"must be a list of statuses, got {terminal_raw!r}", "lifecycle.terminal"))
 
-    statuses_raw = data.get("statuses", {})
-    statuses: dict[str, str] = {}
-    if isinstance(statuses_raw, Mapping):
-        for status, description in statuses_raw.items():
-            if isinstance(description, str):
-                statuses[str(status)] = description
-            else:
-                problems.append(
-                    at("bad-value", f"description must be a string, got {description!r}", f"statuses.{status}")
-                )
-                statuses[str(status)] = ""
-    elif isinstance(statuses_raw, list) and all(isinstance(s, str) for s in statuses_raw):
-        statuses = dict.fromkeys(statuses_raw, "")
-    else:
-        problems.append(at("bad-value", f"must be a table of status = description, got {statuses_raw!r}", "statuses"))
+def from_python(
+    *,
+    name: object,
+    statuses: object,
+    initial: object,
+    terminal: object,
+    transitions: object,
+) -> tuple[Definition, list[Problem]]:
+    """The :class:`Definition` that :meth:`LoanMachine.define <loanstate.LoanMachine.define>`'s arguments declare.
 
-    transitions_raw = data.get("transitions", [])
-    transitions: list[Transition] = []
-    if not isinstance(transitions_raw, list):
-        problems.append(at("bad-value", "must be an array of tables ([[transitions]])", "transitions"))
-        transitions_raw = []
-    for index, item in enumerate(transitions_raw, start=1):
-        where = f"transitions[{index}]"
+    ``statuses`` maps names to descriptions or lists names; ``transitions``
+    holds :class:`Transition` values; ``terminal`` is a name or a collection
+    of names. Wrong types are returned as problems, never raised.
+    """
+    reader = _Reader()
+    if isinstance(statuses, str):
+        statuses = [statuses]
+    elif isinstance(statuses, Iterable) and not isinstance(statuses, Mapping | list | tuple):
+        statuses = _listed(statuses)
+    lifecycle = {"name": name, "initial": initial, "terminal": _listed(terminal)}
+    checked_name, checked_initial, checked_terminal = reader.lifecycle(lifecycle)
+    described = reader.statuses(statuses)
+    items = _listed(transitions) if not isinstance(transitions, str) else [transitions]
+    if not isinstance(items, list):
+        reader.add("bad-value", f"must be a collection of Transition values, got {shorten(items)}", "transitions")
+        items = []
+    kept: list[Transition] = []
+    for index, item in enumerate(items, start=1):
         if isinstance(item, Transition):
-            transitions.append(item)
+            kept.append(item)
+        else:
+            reader.add("bad-value", f"must be a Transition, got {shorten(item)}", f"transitions[{index}]")
+    definition = Definition(checked_name, described, checked_initial, checked_terminal, tuple(kept))
+    return definition, reader.problems
+
+
+def _listed(value: object) -> object:
+    """A collection as a list (a string stays itself: it is one name); anything else as given."""
+    if isinstance(value, str | bytes | bytearray | Mapping) or not isinstance(value, Iterable):
+        return value
+    try:
+        return list(value)
+    except Exception:
+        return value
+
+
+# -- files --------------------------------------------------------------------------
+
+
+class _Unreadable(Exception):
+    """Why a definition file cannot be read (the message of an ``unreadable`` problem)."""
+
+
+def read_file(path: str | os.PathLike[str]) -> tuple[Definition | None, list[Problem]]:
+    """Read a TOML definition; return it (or ``None``) and the reading problems."""
+    source = _source_name(path)
+    if isinstance(source, Problem):
+        return None, [source]
+    try:
+        text = _decode(_read_regular_file(source))
+        data = _load_toml(text)
+    except _Unreadable as exc:
+        return None, [Problem("unreadable", str(exc), "", source)]
+    return parse_mapping(data, source=source, lines=_locate(text))
+
+
+def _source_name(path: object) -> str | Problem:
+    """The path as text, or the problem that it is none."""
+    try:
+        name = os.fspath(path)  # type: ignore[call-overload]
+    except Exception:
+        return Problem("unreadable", f"not a file path: {shorten(path)}", "", shorten(path))
+    if isinstance(name, bytes):
+        name = os.fsdecode(name)
+    if not isinstance(name, str):
+        return Problem("unreadable", f"not a file path: {shorten(path)}", "", shorten(path))
+    if "\x00" in name:  # the OS would refuse it with a ValueError
+        return Problem("unreadable", "a file path cannot contain a NUL character", "", shorten(name))
+    if len(name) > _MAX_PATH:
+        return Problem("unreadable", f"a file path of {len(name)} characters is too long", "", shorten(name))
+    return name
+
+
+def _read_regular_file(source: str) -> bytes:
+    """The bytes of a regular file of at most MAX_FILE_BYTES, or :class:`_Unreadable`.
+
+    Opened without blocking (a FIFO with no writer would otherwise wait
+    forever) and judged by what was opened (no race between a check and the
+    read); a FIFO, device or socket is refused unread, and the read stops one
+    byte past the cap, so neither /dev/zero nor a file that grows can fill memory.
+    """
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+    try:
+        descriptor = os.open(source, flags)
+    except FileNotFoundError:
+        raise _Unreadable("no such file") from None
+    except IsADirectoryError:
+        raise _Unreadable("is a directory, not a lifecycle file") from None
+    except OSError as exc:
+        raise _Unreadable(f"cannot read: {exc.strerror or exc}") from None
+    try:
+        info = os.fstat(descriptor)
+        if stat.S_ISDIR(info.st_mode):
+            raise _Unreadable("is a directory, not a lifecycle file")
+        if not stat.S_ISREG(info.st_mode):
+            raise _Unreadable("is not a regular file (a FIFO, device or socket); refused without reading")
+        if info.st_size > MAX_FILE_BYTES:
+            raise _Unreadable(f"is {info.st_size} bytes; a lifecycle definition is at most {MAX_FILE_BYTES} bytes")
+        chunks: list[bytes] = []
+        size = 0
+        while chunk := os.read(descriptor, MAX_FILE_BYTES + 1 - size):
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > MAX_FILE_BYTES:
+                raise _Unreadable(f"grew past {MAX_FILE_BYTES} bytes while being read")
+        return b"".join(chunks)
+    except OSError as exc:
+        raise _Unreadable(f"cannot read: {exc.strerror or exc}") from None
+    finally:
+        os.close(descriptor)
+
+
+def _decode(raw: bytes) -> str:
+    if b"\x00" in raw:
+        raise _Unreadable("is a binary file, not TOML text")
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise _Unreadable(f"is not UTF-8 text (byte {exc.start}: {raw[exc.start : exc.start + 1]!r})") from None
+
+
+def _load_toml(text: str) -> dict[str, Any]:
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise _Unreadable(f"is not valid TOML: {exc}") from None
+    except RecursionError:
+        raise _Unreadable(f"nests too deeply (a lifecycle definition nests at most {MAX_DEPTH} levels)") from None
+    depth = _depth(data)
+    if depth > MAX_DEPTH:
+        raise _Unreadable(f"nests {depth} levels deep; a lifecycle definition nests at most {MAX_DEPTH}")
+    return data
+
+
+def _depth(data: object) -> int:
+    """How many levels of tables and arrays ``data`` nests (counted without recursion)."""
+    deepest = 0
+    stack: list[tuple[object, int]] = [(data, 1)]
+    while stack:
+        value, level = stack.pop()
+        if isinstance(value, dict):
+            children: Iterable[object] = value.values()
+        elif isinstance(value, list):
+            children = value
+        else:
             continue
-        if not isinstance(item, Mapping):
-            problems.append(at("bad-value", f"must be a table, got {item!r}", where))
-            continue
-        for key in item:
-            if key not in _TRANSITION_KEYS and key != "guard":
-                problems.append(
-                    at(
-                        "unknown-key",
-                        f"unknown key {key!r} (expected: {', '.join(_TRANSITION_KEYS)})",
-                        f"{where}.{key}",
-                    )
-                )
-        before = item.get("before")
-        after = item.get("after")
-        trigger = item.get("trigger")
-        guard = item.get("guard")
-        bad = False
-        if before is None:
-            problems.append(at("blank-name", "missing 'before'", where))
-            bad = True
-        elif not (isinstance(before, str) or (isinstance(before, list) and all(isinstance(b, str) for b in before))):
-            problems.append(at("bad-value", f"'before' must be a status or a list of them, got {before!r}", where))
-            bad = True
-        if after is None:
-            problems.append(at("blank-name", "missing 'after'", where))
-            bad = True
-        elif not isinstance(after, str):
-            problems.append(at("bad-value", f"'after' must be a status, got {after!r}", where))
-            bad = True
-        if trigger is not None and not isinstance(trigger, str):
-            problems.append(at("bad-value", f"'trigger' must be a name, got {trigger!r}", where))
-            trigger = None
-        if guard is not None and not callable(guard):
-            problems.append(at("bad-value", f"'guard' must be callable, got {guard!r}", where))
-            guard = None
-        if not bad:
-            transitions.append(Transition(before, after, trigger, guard))  # type: ignore[arg-type]
-    definition = Definition(
-        name=name,
-        statuses=statuses,
-        initial=initial,
-        terminal=tuple(terminal),
-        transitions=tuple(transitions),
-        source=source,
-        lines=lines,
-    )
-    return definition, problems
-
-
-def find_problems(d: Definition) -> list[Problem]:
-    """Every static mistake in a definition, in a stable order. Never raises."""
-    problems: list[Problem] = []
-    add = problems.append
-    known = set(d.statuses)
-    if not known:
-        add(d.problem("blank-name", "no statuses are declared", "statuses"))
-    for status in d.statuses:
-        if not isinstance(status, str) or not status.strip():
-            add(d.problem("blank-name", f"status name is blank: {status!r}", "statuses"))
-        elif not STATUS_NAME.fullmatch(status):
-            add(
-                d.problem(
-                    "bad-name",
-                    f"status name {status!r} must be 1-64 characters of letters, digits, '_', '.', '-'",
-                    f"statuses.{status}",
-                )
-            )
-    if not isinstance(d.initial, str):
-        add(d.problem("bad-initial", f"initial status must be a status name, got {d.initial!r}", "lifecycle.initial"))
-    elif not d.initial.strip():
-        if d.initial:
-            add(d.problem("blank-name", "initial status is blank", "lifecycle.initial"))
-    elif d.initial not in known:
-        add(d.problem("bad-initial", f"initial status {d.initial!r} is not a declared status", "lifecycle.initial"))
-    for status in d.terminal:
-        if not isinstance(status, str):
-            add(d.problem("bad-value", f"terminal statuses must be status names, got {status!r}", "lifecycle.terminal"))
-        elif not status.strip():
-            add(d.problem("blank-name", "a terminal status name is blank", "lifecycle.terminal"))
-        elif status not in known:
-            add(
-                d.problem(
-                    "unknown-status", f"terminal status {status!r} is not a declared status", "lifecycle.terminal"
-                )
-            )
-
-    seen: dict[tuple[str, str], int] = {}
-    exits: dict[str, set[str]] = {}
-    trigger_targets: dict[tuple[str, str], tuple[str, int]] = {}
-    for index, t in enumerate(d.transitions, start=1):
-        where = f"transitions[{index}]"
-        if not t.before:
-            add(d.problem("blank-name", "'before' lists no status", f"{where}.before"))
-        for before in t.before:
-            if not isinstance(before, str):
-                add(d.problem("bad-value", f"'before' must hold status names, got {before!r}", f"{where}.before"))
-                continue
-            if not before.strip():
-                add(d.problem("blank-name", "'before' is blank", f"{where}.before"))
-            elif before not in known:
-                add(d.problem("unknown-status", f"unknown status {before!r} in 'before'", f"{where}.before"))
-        if not isinstance(t.after, str):
-            add(d.problem("bad-value", f"'after' must be a status name, got {t.after!r}", f"{where}.after"))
-            continue
-        if not t.after.strip():
-            add(d.problem("blank-name", "'after' is blank", f"{where}.after"))
-        elif t.after not in known:
-            add(d.problem("unknown-status", f"unknown status {t.after!r} in 'after'", f"{where}.after"))
-        if t.trigger is not None and not TRIGGER_NAME.fullmatch(t.trigger):
-            add(
-                d.problem(
-                    "bad-name", f"trigger {t.trigger!r} must be a Python identifier of at most 64 characters", where
-                )
-            )
-        for before in t.before:
-            if not isinstance(before, str):
-                continue
-            if before == t.after:
-                add(d.problem("self-loop", f"{before!r} -> {t.after!r} is a self-loop (a change must change)", where))
-                continue
-            pair = (before, t.after)
-            if pair in seen:
-                add(
-                    d.problem(
-                        "duplicate-pair",
-                        f"{before!r} -> {t.after!r} is already declared in transitions[{seen[pair]}]",
-                        where,
-                    )
-                )
-            else:
-                seen[pair] = index
-            exits.setdefault(before, set()).add(t.after)
-            if t.trigger is not None:
-                key = (before, t.trigger)
-                if key in trigger_targets and trigger_targets[key][0] != t.after:
-                    other, other_index = trigger_targets[key]
-                    add(
-                        d.problem(
-                            "ambiguous-trigger",
-                            f"trigger {t.trigger!r} from {before!r} leads to both {other!r} "
-                            f"(transitions[{other_index}]) and {t.after!r}",
-                            where,
-                        )
-                    )
-                else:
-                    trigger_targets[key] = (t.after, index)
-
-    if isinstance(d.initial, str) and d.initial in known:
-        reached = {d.initial}
-        frontier = [d.initial]
-        while frontier:
-            for nxt in exits.get(frontier.pop(), ()):
-                if nxt in known and nxt not in reached:
-                    reached.add(nxt)
-                    frontier.append(nxt)
-        for status in d.statuses:
-            if status not in reached:
-                add(
-                    d.problem(
-                        "unreachable", f"status {status!r} cannot be reached from {d.initial!r}", f"statuses.{status}"
-                    )
-                )
-    terminal = {s for s in d.terminal if isinstance(s, str)}
-    for status in d.statuses:
-        way_out = {a for a in exits.get(status, ()) if a != status}
-        if status in terminal and way_out:
-            add(
-                d.problem(
-                    "terminal-exit",
-                    f"terminal status {status!r} has a way out (to {', '.join(sorted(way_out))})",
-                    f"statuses.{status}",
-                )
-            )
-        elif status not in terminal and not way_out:
-            add(
-                d.problem(
-                    "dead-end",
-                    f"status {status!r} has no way out but is not terminal (add it to lifecycle.terminal?)",
-                    f"statuses.{status}",
-                )
-            )
-    return problems
+        deepest = max(deepest, level)
+        if level <= MAX_DEPTH:  # past the limit the exact depth does not matter
+            stack.extend((child, level + 1) for child in children)
+        else:
+            return level
+    return deepest
 
 
 _SECTION = re.compile(r"^\s*(\[\[?)\s*([A-Za-z_][\w.-]*)\s*\]\]?\s*(?:#.*)?$")

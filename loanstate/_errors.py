@@ -19,17 +19,20 @@ anything the library raises on purpose; anything else is a bug.
         │                                every event would fail alike, so pause, never park
         └── PermanentDeliveryError   retrying unchanged cannot help: park it
 
-Messages name the offending value; attributes carry it for code. No error ever
-holds a secret (an app secret, a signature): notifiers strip them before raising.
+Messages name the offending value, shortened by :func:`shorten` to a readable
+length (a 1 MB value never makes a 1 MB message); attributes carry it whole for
+code. No error ever holds a secret (an app secret, a signature): notifiers strip
+them before raising.
+
+This module imports nothing from loanstate: every other module may import it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any, Final
 
-if TYPE_CHECKING:
-    from loanstate._definition import Problem
+import attrs
 
 __all__ = [
     "ConcurrentChange",
@@ -40,11 +43,66 @@ __all__ = [
     "InvalidEvent",
     "LoanStateError",
     "PermanentDeliveryError",
+    "Problem",
     "SystemicDeliveryError",
     "TransientDeliveryError",
     "UnknownLoan",
     "UnreadableInput",
+    "shorten",
 ]
+
+#: How many characters of a value's ``repr`` a message quotes before cutting it short.
+SHORT_VALUE: Final = 60
+
+
+def shorten(value: object, limit: int = SHORT_VALUE) -> str:
+    """The ``repr`` of ``value`` for a message: at most about ``limit`` characters, never raising.
+
+    A longer value is cut and says how long it was; control characters are
+    escaped (as ``repr`` does), so a message stays one readable line. A value
+    whose ``repr`` fails (a hostile object, a structure nested too deeply, an
+    integer too long to print) is named by its type instead.
+    """
+    if isinstance(value, str | bytes) and len(value) > limit:
+        # Cut before quoting: repr of a huge string would build all of it first.
+        head = repr(value[:limit])
+        unit = "characters" if isinstance(value, str) else "bytes"
+        return f"{head}... ({len(value)} {unit})"
+    try:
+        text = repr(value)
+    except Exception:
+        return f"<{type(value).__name__} object>"
+    if not isinstance(text, str):
+        return f"<{type(value).__name__} object>"
+    if len(text) > limit:
+        return f"{text[:limit]}... ({len(text)} characters of {type(value).__name__})"
+    return text
+
+
+@attrs.frozen
+class Problem:
+    """One mistake in a lifecycle definition: what is wrong, and where.
+
+    ``code`` is a stable identifier for programs (``unknown-status``,
+    ``unreachable``, ``dead-end``, ``terminal-exit``, ``duplicate-pair``,
+    ``self-loop``, ``blank-name``, ``bad-name``, ``unknown-key``,
+    ``bad-initial``, ``ambiguous-trigger``, ``bad-value``, ``unreadable``);
+    ``where`` is the place in the definition (``transitions[2].after``);
+    ``source`` and ``line`` locate it in a file when there is one.
+    """
+
+    code: str
+    message: str
+    where: str = ""
+    source: str | None = None
+    line: int | None = None
+
+    def __str__(self) -> str:
+        place = ""
+        if self.source:
+            place = f"{self.source}:{self.line}: " if self.line else f"{self.source}: "
+        where = f"{self.where}: " if self.where else ""
+        return f"{place}{where}{self.message}"
 
 
 class LoanStateError(Exception):
@@ -84,16 +142,18 @@ class IllegalTransition(LoanStateError):
         self.allowed: frozenset[str] = frozenset(allowed)
         self.loan_apply_no = loan_apply_no
         self.reason = reason
-        loan = f" for loan {loan_apply_no!r}" if loan_apply_no else ""
+        loan = f" for loan {shorten(loan_apply_no)}" if loan_apply_no else ""
         why = reason or "not a legal transition"
         options = ", ".join(sorted(self.allowed)) or "none (no way out)"
-        super().__init__(f"{before!r} -> {after!r}{loan}: {why}; allowed after {before!r}: {options}")
+        was = shorten(before)
+        super().__init__(f"{was} -> {shorten(after)}{loan}: {why}; allowed after {was}: {options}")
 
 
 class InvalidEvent(LoanStateError):
     """A change event, or the input it was built from, is malformed.
 
-    ``errors`` maps each bad field to what is wrong with it.
+    ``errors`` maps each bad field to what is wrong with it (each message
+    quotes the bad value through :func:`shorten`).
     """
 
     def __init__(self, errors: dict[str, str]) -> None:
@@ -107,7 +167,7 @@ class UnknownLoan(LoanStateError):
 
     def __init__(self, loan_apply_no: str) -> None:
         self.loan_apply_no = loan_apply_no
-        super().__init__(f"unknown loan {loan_apply_no!r}: open it first")
+        super().__init__(f"unknown loan {shorten(loan_apply_no)}: open it first")
 
 
 class UnreadableInput(LoanStateError):
@@ -135,8 +195,8 @@ class ConcurrentChange(LoanStateError):
         self.expected = expected
         self.actual = actual
         super().__init__(
-            f"loan {loan_apply_no!r} changed concurrently: expected status {expected!r}, "
-            f"found {actual!r}; nothing was written"
+            f"loan {shorten(loan_apply_no)} changed concurrently: expected status {shorten(expected)}, "
+            f"found {shorten(actual)}; nothing was written"
         )
 
 
@@ -146,7 +206,7 @@ class InvalidConfiguration(LoanStateError):
     def __init__(self, setting: str, value: object, problem: str) -> None:
         self.setting = setting
         self.value = value
-        super().__init__(f"invalid {setting} {value!r}: {problem}")
+        super().__init__(f"invalid {setting} {shorten(value)}: {problem}")
 
 
 class DeliveryError(LoanStateError):

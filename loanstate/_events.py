@@ -2,31 +2,31 @@
 
 :class:`LoanChangeEvent` holds exactly the fields of the request object of
 ``alibaba.finance.xfd.loan.change.notify`` (``XfdLoanChangeExternalRequest``).
-Validators run on construction, so an event that exists is well formed: every
-text field is non-blank, at most 64 characters and printable (no control or
-format characters),
-the two statuses differ, and ``change_time`` is timezone-aware.
+Every way of making one checks it (the constructor, :func:`attrs.evolve`,
+:meth:`~LoanChangeEvent.from_dict`, :meth:`~LoanChangeEvent.from_top_param`),
+so an event that exists is well formed by the rules of :mod:`loanstate._validate`:
+every text field is 1-64 printable characters, the two statuses differ,
+``change_time`` is timezone-aware and ``request_id`` is 1-64 of ``[A-Za-z0-9_-]``.
 
 Whether the *pair* is legal depends on a lifecycle; build events through
-:meth:`loanstate.LoanMachine.change` (or pass ``machine=`` to
-:meth:`LoanChangeEvent.from_dict`) to have that checked too.
+:meth:`loanstate.LoanMachine.change` (or pass ``machine=`` to the ``from_*``
+readers) to have that checked too.
 """
 
 from __future__ import annotations
 
 import hashlib
-import re
-from collections.abc import Mapping
-from datetime import UTC, datetime, timedelta, timezone
+import json
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime, timezone
 from json.encoder import encode_basestring as _json_string
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final, Protocol
+from zoneinfo import ZoneInfo
 
 import attrs
 
-from loanstate._errors import IllegalTransition, InvalidEvent
-
-if TYPE_CHECKING:
-    from loanstate._machine import LoanMachine
+from loanstate import _validate as v
+from loanstate._errors import IllegalTransition, InvalidEvent, shorten
 
 __all__ = [
     "FIELDS",
@@ -35,13 +35,13 @@ __all__ = [
     "LoanChangeEvent",
     "Receipt",
     "derive_request_id",
+    "derive_request_id_unchecked",
     "format_top_time",
 ]
 
-#: The open platform writes dates in GMT+8 (Beijing time, no daylight saving).
-TOP_TIMEZONE: Final = timezone(timedelta(hours=8), "UTC+08:00")
-#: Longest text the library accepts in any field of the event.
-MAX_FIELD_LENGTH: Final = 64
+TOP_TIMEZONE: Final = v.TOP_TIMEZONE
+MAX_FIELD_LENGTH: Final = v.MAX_TEXT_LENGTH
+format_top_time: Final = v.format_top_time
 #: The event's fields, in the API's (alphabetical) order.
 FIELDS: Final = (
     "after_status",
@@ -52,135 +52,40 @@ FIELDS: Final = (
     "loan_apply_no",
     "request_id",
 )
+_OPTIONAL: Final = frozenset({"customer_id", "institution_loan_no"})
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 # Personalised so our ids never coincide with another system's BLAKE2b of the same text.
 _RID_HASH: Final = hashlib.blake2b(digest_size=24, person=b"loanstate.rid1")
-_REQUIRED: Final = frozenset(FIELDS) - {"customer_id", "institution_loan_no"}
+_RID_MATCH: Final = v.REQUEST_ID.fullmatch
 
-_REQUEST_ID: Final = re.compile(r"[A-Za-z0-9_-]{1,64}")
-
-
-def _text_problem(value: object) -> str:
-    """Say what is wrong with a text field's value (called only when something is)."""
-    if not isinstance(value, str):
-        return f"must be a string, got {type(value).__name__} {value!r}"
-    if not value.strip():
-        return f"must not be blank, got {value!r}"
-    if len(value) > MAX_FIELD_LENGTH:
-        return f"must be at most {MAX_FIELD_LENGTH} characters, got {len(value)}: {value[:20]!r}..."
-    return f"must not contain control or other non-printable characters, got {value!r}"
-
-
-def _is_text(value: object) -> bool:
-    """1-64 printable characters (no control or format characters), not all white space."""
-    return value.__class__ is str and 0 < len(value) <= MAX_FIELD_LENGTH and value.isprintable() and not value.isspace()
+# The rule each field follows. A status on an event follows the text rule: the
+# event alone knows no lifecycle (a machine's status names are stricter still).
+_CHECKS: Final[dict[str, Callable[[object], object]]] = {
+    "loan_apply_no": v.check_text,
+    "before_status": v.check_text,
+    "after_status": v.check_text,
+    "change_time": v.check_time,
+    "request_id": v.check_request_id,
+    "customer_id": v.check_optional_text,
+    "institution_loan_no": v.check_optional_text,
+}
 
 
-# Validators run on every event made, so each decides the common case in one
-# expression of C-level string methods and explains only on failure.
+class Lifecycle(Protocol):
+    """What the ``from_*`` readers ask of a lifecycle (a :class:`~loanstate.LoanMachine` is one)."""
 
+    @property
+    def statuses(self) -> frozenset[str]:
+        """Every declared status."""
+        ...
 
-def _check_text(inst: object, attribute: attrs.Attribute[Any], value: Any) -> None:
-    if not (
-        value.__class__ is str and 0 < len(value) <= MAX_FIELD_LENGTH and value.isprintable() and not value.isspace()
-    ):
-        raise InvalidEvent({attribute.name: _text_problem(value)})
+    def is_legal(self, before: str, after: str) -> bool:
+        """Whether ``before -> after`` is declared."""
+        ...
 
-
-def _check_optional_text(inst: object, attribute: attrs.Attribute[Any], value: Any) -> None:
-    if value is not None and not (
-        value.__class__ is str and 0 < len(value) <= MAX_FIELD_LENGTH and value.isprintable() and not value.isspace()
-    ):
-        raise InvalidEvent({attribute.name: _text_problem(value)})
-
-
-def _check_request_id(inst: object, attribute: attrs.Attribute[Any], value: Any) -> None:
-    if value.__class__ is str and len(value) <= MAX_FIELD_LENGTH and value.isascii() and value.isalnum():
-        return  # letters and digits only, as every derived (hex) id is: no pattern to run
-    if value.__class__ is not str or _REQUEST_ID.fullmatch(value) is None:
-        raise InvalidEvent({"request_id": f"must be 1-64 characters of [A-Za-z0-9_-], got {value!r}"})
-
-
-# Status names every built LoanMachine declared. They passed the definition's
-# name rule, which is stricter than the text rule, so membership settles the
-# common case with one set lookup. Only ever grows by the statuses of machines
-# a program builds: a handful of short strings.
-_DECLARED_STATUSES: Final[set[str]] = set()
-
-
-def _check_status(inst: object, attribute: attrs.Attribute[Any], value: Any) -> None:
-    if not (
-        value.__class__ is str
-        and (
-            value in _DECLARED_STATUSES
-            or (0 < len(value) <= MAX_FIELD_LENGTH and value.isprintable() and not value.isspace())
-        )
-    ):
-        raise InvalidEvent({attribute.name: _text_problem(value)})
-
-
-def _check_after(inst: LoanChangeEvent, attribute: attrs.Attribute[Any], value: Any) -> None:
-    _check_status(inst, attribute, value)
-    if value == inst.before_status:
-        raise InvalidEvent({"after_status": f"must differ from before_status, both are {value!r}"})
-
-
-def _check_time(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
-    if not isinstance(value, datetime):
-        raise InvalidEvent({"change_time": f"must be a datetime, got {type(value).__name__} {value!r}"})
-    if value.utcoffset() is None:
-        raise InvalidEvent(
-            {"change_time": f"must be timezone-aware, got naive {value.isoformat()!r} (attach a tzinfo)"},
-        )
-    # Only at the edges of datetime's range can a moment fail to be written in
-    # GMT+8 (to_top_param) or UTC; the year test keeps the common case cheap.
-    if value.year in (1, 9999):
-        try:
-            value.astimezone(TOP_TIMEZONE)
-            value.astimezone(UTC)
-        except OverflowError:
-            raise InvalidEvent(
-                {"change_time": f"must be writable in UTC and GMT+8, got {value.isoformat()!r} (out of range)"}
-            ) from None
-
-
-def format_top_time(moment: datetime) -> str:
-    """Write an aware datetime the way the open platform reads dates.
-
-    ``YYYY-MM-DD HH:MM:SS`` in GMT+8; sub-second digits are dropped.
-    """
-    return moment.astimezone(TOP_TIMEZONE).isoformat(" ", "seconds")[:19]
-
-
-def derive_request_id(
-    loan_apply_no: str,
-    before_status: str,
-    after_status: str,
-    change_time: datetime,
-    *,
-    sequence: int | None = None,
-) -> str:
-    """Derive the idempotency key of a change from the change itself.
-
-    The same change (same loan, statuses, instant and, when given, its
-    ``sequence`` in the loan's history) always yields the same id, so a replay
-    after a crash is recognised by the platform as the same request. Different
-    changes get different ids: the id is the 48 hex digits of a 192-bit BLAKE2b
-    digest of an unambiguous encoding of those values.
-    ``change_time`` must be timezone-aware.
-    """
-    # Fields cannot contain control characters, so U+001F separates them
-    # unambiguously. The instant is its distance from the epoch as timedelta
-    # normalises it (days, seconds, microseconds: one spelling per duration),
-    # so the same moment written in two time zones is the same change.
-    since = change_time - _EPOCH
-    seq = "" if sequence is None else sequence
-    hasher = _RID_HASH.copy()
-    hasher.update(
-        f"{loan_apply_no}\x1f{before_status}\x1f{after_status}\x1f"
-        f"{since.days}.{since.seconds}.{since.microseconds}\x1f{seq}".encode()
-    )
-    return hasher.hexdigest()
+    def allowed(self, before: str) -> frozenset[str]:
+        """The statuses a loan in ``before`` may change to."""
+        ...
 
 
 @attrs.frozen(slots=True, cache_hash=False)
@@ -189,22 +94,72 @@ class LoanChangeEvent:
 
     Field names are the API's own. ``change_time`` must be timezone-aware; it
     is sent in GMT+8. ``request_id`` is the platform's idempotency key: every
-    retry of this change carries it unchanged.
+    retry of this change carries it unchanged. A bad field raises
+    :class:`~loanstate.InvalidEvent` naming every bad field; a ``str`` subclass
+    (a StrEnum member) is kept as its plain string value, and a time in a
+    foreign ``tzinfo`` as the same moment at a fixed offset.
     """
 
-    loan_apply_no: str = attrs.field(validator=_check_text)
-    before_status: str = attrs.field(validator=_check_status)
-    after_status: str = attrs.field(validator=_check_after)
-    change_time: datetime = attrs.field(validator=_check_time)
-    request_id: str = attrs.field(validator=_check_request_id)
-    customer_id: str | None = attrs.field(default=None, validator=_check_optional_text)
-    institution_loan_no: str | None = attrs.field(default=None, validator=_check_optional_text)
+    loan_apply_no: str
+    before_status: str
+    after_status: str
+    change_time: datetime
+    request_id: str
+    customer_id: str | None = None
+    institution_loan_no: str | None = None
+
+    def __attrs_post_init__(self) -> None:
+        # One check of every field, rather than a validator per field: events
+        # are made on the hot path (seven validator calls cost more than the
+        # object), and attrs.validators.set_disabled() cannot switch it off.
+        # The common case is decided by C-level string methods in one
+        # expression; anything else goes to _settle, which explains or normalises.
+        loan, before, after = self.loan_apply_no, self.before_status, self.after_status
+        moment, rid = self.change_time, self.request_id
+        customer, number = self.customer_id, self.institution_loan_no
+        if not (
+            loan.__class__ is str
+            and 0 < len(loan) <= 64
+            and loan.isprintable()
+            and not loan.isspace()
+            and before.__class__ is str
+            and 0 < len(before) <= 64
+            and before.isprintable()
+            and not before.isspace()
+            and after.__class__ is str
+            and 0 < len(after) <= 64
+            and after.isprintable()
+            and not after.isspace()
+            and after != before
+            and moment.__class__ is datetime
+            and (moment.tzinfo.__class__ is timezone or moment.tzinfo.__class__ is ZoneInfo)
+            and 1 < moment.year < 9999
+            and rid.__class__ is str
+            and len(rid) <= 64
+            and rid.isascii()
+            and (rid.isalnum() or _RID_MATCH(rid) is not None)
+            and (
+                customer is None
+                or (
+                    customer.__class__ is str
+                    and 0 < len(customer) <= 64
+                    and customer.isprintable()
+                    and not customer.isspace()
+                )
+            )
+            and (
+                number is None
+                or (number.__class__ is str and 0 < len(number) <= 64 and number.isprintable() and not number.isspace())
+            )
+        ):
+            _settle(self)
 
     def to_top_param(self) -> str:
         """The compact JSON for the ``param_xfd_loan_change_external_request`` form field.
 
         snake_case keys in sorted order, absent optionals omitted,
-        ``change_time`` as ``YYYY-MM-DD HH:MM:SS`` in GMT+8, non-ASCII kept raw.
+        ``change_time`` as ``yyyy-MM-dd HH:mm:ss`` in GMT+8, non-ASCII kept raw.
+        :meth:`from_top_param` reads it back.
         """
         # Every value is a string, so the object is written directly with the
         # stdlib's own JSON string encoder: the same text as json.dumps(payload,
@@ -218,7 +173,7 @@ class LoanChangeEvent:
         return (
             f'{{"after_status":{_json_string(self.after_status)},'
             f'"before_status":{_json_string(self.before_status)},'
-            f'"change_time":"{format_top_time(self.change_time)}"{optional},'
+            f'"change_time":"{v.format_top_time(self.change_time)}"{optional},'
             f'"loan_apply_no":{_json_string(self.loan_apply_no)},'
             f'"request_id":"{self.request_id}"}}'
         )
@@ -243,7 +198,7 @@ class LoanChangeEvent:
         return out
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, object], *, machine: LoanMachine | None = None) -> LoanChangeEvent:
+    def from_dict(cls, data: Mapping[str, object], *, machine: Lifecycle | None = None) -> LoanChangeEvent:
         """Build an event from a mapping such as :meth:`to_dict` returns.
 
         ``change_time`` may be an aware :class:`~datetime.datetime` or an ISO
@@ -254,76 +209,223 @@ class LoanChangeEvent:
         """
         if not isinstance(data, Mapping):
             raise InvalidEvent({"<event>": f"must be a mapping, got {type(data).__name__}"})
-        errors: dict[str, str] = {}
-        for key in data:
-            if key not in _REQUIRED and key not in ("customer_id", "institution_loan_no"):
-                errors[str(key)] = f"unknown field (expected some of: {', '.join(FIELDS)})"
-        values: dict[str, Any] = {}
-        for name in FIELDS:
-            raw = data.get(name)
-            if raw is None:
-                if name in _REQUIRED:
-                    errors[name] = "is required"
-                continue
-            if name == "change_time":
-                parsed = _parse_time(raw)
-                if isinstance(parsed, str):
-                    errors[name] = parsed
-                    continue
-                values[name] = parsed
-            else:
-                values[name] = raw
-        # Collect every field's problem, not just the first validator's.
-        for name, value in values.items():
-            try:
-                _FIELD_CHECKS[name](None, _ATTRS[name], value)
-            except InvalidEvent as exc:
-                errors.update(exc.errors)
-        if "after_status" not in errors and values.get("after_status") == values.get("before_status"):
-            errors["after_status"] = f"must differ from before_status, both are {values.get('after_status')!r}"
-        if machine is not None:
-            for name in ("before_status", "after_status"):
-                if name not in errors and name in values and values[name] not in machine.statuses:
-                    errors[name] = f"unknown status {values[name]!r} (known: {', '.join(sorted(machine.statuses))})"
-        if errors:
-            raise InvalidEvent(errors)
-        event = cls(**values)
-        if machine is not None and not machine.is_legal(event.before_status, event.after_status):
-            raise IllegalTransition(
-                event.before_status,
-                event.after_status,
-                machine.allowed(event.before_status),
-                loan_apply_no=event.loan_apply_no,
-            )
-        return event
+        return _build(data, v.parse_iso_time, machine)
+
+    @classmethod
+    def from_top_param(cls, text: str, *, machine: Lifecycle | None = None) -> LoanChangeEvent:
+        """Read the JSON that :meth:`to_top_param` writes: its exact inverse.
+
+        ``change_time`` is the API's ``yyyy-MM-dd HH:mm:ss``, read as GMT+8;
+        every value is a JSON string (an absent optional may also be
+        ``null``); each key appears once. The event equals the one written, at
+        the same instant (the API's format keeps whole seconds). Raises
+        :class:`InvalidEvent` naming every bad field (``<param>`` when the text
+        is not a JSON object at all), or :class:`IllegalTransition` for an
+        illegal pair when ``machine`` is given.
+        """
+        data = _read_json_object(text)
+        errors = {
+            _key_name(key): f"must be a JSON string, got {shorten(value)}"
+            for key, value in data.items()
+            if value is not None and not isinstance(value, str)
+        }
+        strings = {key: value for key, value in data.items() if _key_name(key) not in errors}
+        return _build(strings, v.parse_top_time, machine, errors)
 
 
-def _parse_time(raw: object) -> datetime | str:
-    """Parse ``change_time`` input; return the datetime or what is wrong with it."""
-    if isinstance(raw, datetime):
-        moment = raw
-    elif isinstance(raw, str):
+def _settle(event: LoanChangeEvent) -> None:
+    """The slow path of the event's check: normalise its fields in place, or raise naming every bad one."""
+    given = {name: getattr(event, name) for name in FIELDS}
+    values, errors = _check_fields(given)
+    if errors:
+        raise InvalidEvent(errors)
+    for name, value in values.items():
+        if value is not given[name]:
+            object.__setattr__(event, name, value)  # still inside construction: the frozen value is being made
+
+
+def _check_fields(given: Mapping[str, object]) -> tuple[dict[str, Any], dict[str, str]]:
+    """Each field's checked value, and what is wrong with each field that is bad."""
+    values: dict[str, Any] = {}
+    errors: dict[str, str] = {}
+    for name, value in given.items():
         try:
-            moment = datetime.fromisoformat(raw)
-        except ValueError:
-            return f"must be an ISO 8601 date-time with an offset, got {raw!r}"
-    else:
-        return f"must be a datetime or an ISO 8601 string, got {type(raw).__name__} {raw!r}"
-    if moment.utcoffset() is None:
-        return f"must be timezone-aware, got naive {raw!s} (add an offset such as +08:00)"
-    return moment
+            values[name] = _CHECKS[name](value)
+        except v.FieldProblem as exc:
+            errors[name] = str(exc)
+    before, after = values.get("before_status"), values.get("after_status")
+    if after is not None and after == before:
+        errors["after_status"] = f"must differ from before_status, both are {shorten(after)}"
+    return values, errors
 
 
-_ATTRS: Final = {a.name: a for a in attrs.fields(LoanChangeEvent)}
-_FIELD_CHECKS: Final = {
-    "loan_apply_no": _check_text,
-    "before_status": _check_status,
-    "after_status": _check_status,
-    "change_time": _check_time,
-    "request_id": _check_request_id,
-    "customer_id": _check_optional_text,
-    "institution_loan_no": _check_optional_text,
-}
+def _key_name(key: object) -> str:
+    """A key of an input mapping as it may be named in an error (shortened, never raising)."""
+    return key if isinstance(key, str) and len(key) <= 40 and key.isprintable() else shorten(key, 40)
+
+
+def _build(
+    data: Mapping[Any, object],
+    read_time: Callable[[object], datetime],
+    machine: Lifecycle | None,
+    errors: dict[str, str] | None = None,
+) -> LoanChangeEvent:
+    """The event the mapping describes, or :class:`InvalidEvent` naming every bad field."""
+    errors = dict(errors or {})
+    for key in data:
+        if key not in _CHECKS:
+            errors[_key_name(key)] = f"unknown field (expected some of: {', '.join(FIELDS)})"
+    given: dict[str, object] = {}
+    for name in FIELDS:
+        raw = data.get(name)
+        if raw is None:
+            if name not in _OPTIONAL and name not in errors:
+                errors[name] = "is required"
+        elif name == "change_time":
+            try:
+                given[name] = read_time(raw)
+            except v.FieldProblem as exc:
+                errors[name] = str(exc)
+        else:
+            given[name] = raw
+    values, problems = _check_fields(given)
+    errors.update(problems)
+    if machine is not None:
+        _check_statuses(values, machine, errors)
+    if errors:
+        raise InvalidEvent(errors)
+    event = LoanChangeEvent(**values)
+    if machine is not None and not machine.is_legal(event.before_status, event.after_status):
+        raise IllegalTransition(
+            event.before_status,
+            event.after_status,
+            machine.allowed(event.before_status),
+            loan_apply_no=event.loan_apply_no,
+        )
+    return event
+
+
+def _check_statuses(values: Mapping[str, Any], machine: Lifecycle, errors: dict[str, str]) -> None:
+    known = machine.statuses
+    for name in ("before_status", "after_status"):
+        if name not in errors and name in values and values[name] not in known:
+            errors[name] = f"unknown status {shorten(values[name])} (known: {', '.join(sorted(known))})"
+
+
+def _read_json_object(text: object) -> dict[Any, object]:
+    """The JSON object ``text`` holds, each key once, or :class:`InvalidEvent` on ``<param>``."""
+    if not isinstance(text, str):
+        raise InvalidEvent({"<param>": f"must be the JSON text of the request object, got {type(text).__name__}"})
+    duplicated: list[str] = []
+
+    def unique(pairs: list[tuple[str, object]]) -> dict[str, object]:
+        found = dict(pairs)
+        if len(found) != len(pairs):
+            duplicated.extend(key for key in found if sum(1 for k, _ in pairs if k == key) > 1)
+        return found
+
+    try:
+        data = json.loads(text, object_pairs_hook=unique)
+    except (ValueError, RecursionError) as exc:  # ValueError: bad JSON, or an integer too long to read
+        raise InvalidEvent({"<param>": f"is not JSON: {shorten(str(exc), 80)}"}) from None
+    if not isinstance(data, dict):
+        raise InvalidEvent({"<param>": f"must be a JSON object, got {type(data).__name__}"})
+    if duplicated:
+        raise InvalidEvent({_key_name(key): "appears more than once" for key in duplicated})
+    return data
+
+
+def derive_request_id_unchecked(
+    loan_apply_no: str, before_status: str, after_status: str, change_time: datetime, sequence: int
+) -> str:
+    """The id :func:`derive_request_id` gives, without checking the values first.
+
+    Only for values that are already known to be right: plain strings, an
+    aware datetime in a standard-library zone, an int of 0 or more.
+    :meth:`LoanMachine.change <loanstate.LoanMachine.change>` uses it and then
+    checks the event it makes, which discards the id of anything malformed.
+    """
+    # Fields cannot contain control characters, so U+001F separates them
+    # unambiguously. The instant is its distance from the epoch as timedelta
+    # normalises it (days, seconds, microseconds: one spelling per duration),
+    # so the same moment written in two time zones is the same change.
+    # "surrogatepass" lets a lone surrogate through here (same bytes for every
+    # valid string) so that the event, not the encoder, refuses it.
+    since = change_time - _EPOCH
+    hasher = _RID_HASH.copy()
+    hasher.update(
+        f"{loan_apply_no}\x1f{before_status}\x1f{after_status}\x1f"
+        f"{since.days}.{since.seconds}.{since.microseconds}\x1f{sequence}".encode("utf-8", "surrogatepass")
+    )
+    return hasher.hexdigest()
+
+
+def derive_request_id(
+    loan_apply_no: str,
+    before_status: str,
+    after_status: str,
+    change_time: datetime,
+    *,
+    sequence: int,
+) -> str:
+    """Derive the idempotency key of a change from the change itself and its place in the loan's history.
+
+    ``sequence`` is the change's number in its loan's history (the store
+    counts 1, 2, 3, ...). The same change (same loan, statuses, instant and
+    sequence) always yields the same id, so a replay after a crash is
+    recognised by the platform as the same request. Two different changes of a
+    loan never share one: they differ in sequence, or (for the same sequence)
+    in what changed. The id is the 48 hex digits of a 192-bit BLAKE2b digest
+    of an unambiguous encoding of those values.
+
+    The values follow the event's rules (see :class:`LoanChangeEvent`);
+    anything else raises :class:`~loanstate.InvalidEvent` naming each bad one.
+    """
+    if not (
+        v.is_text(loan_apply_no)
+        and v.is_text(before_status)
+        and v.is_text(after_status)
+        and change_time.__class__ is datetime
+        and change_time.tzinfo.__class__ in (timezone, ZoneInfo)
+        and sequence.__class__ is int
+        and sequence >= 0
+    ):
+        loan_apply_no, before_status, after_status, change_time, sequence = _request_id_inputs(
+            loan_apply_no, before_status, after_status, change_time, sequence
+        )
+    return derive_request_id_unchecked(loan_apply_no, before_status, after_status, change_time, sequence)
+
+
+def _request_id_inputs(*given: object) -> tuple[str, str, str, datetime, int]:
+    """The inputs of derive_request_id in their plain form, or InvalidEvent naming each bad one."""
+    names = ("loan_apply_no", "before_status", "after_status", "change_time", "sequence")
+    checks = (v.check_text, v.check_text, v.check_text, v.check_time, v.check_sequence)
+    values: list[Any] = []
+    errors: dict[str, str] = {}
+    for name, check, value in zip(names, checks, given, strict=True):
+        try:
+            values.append(check(value))
+        except v.FieldProblem as exc:
+            errors[name] = str(exc)
+    if errors:
+        raise InvalidEvent(errors)
+    return values[0], values[1], values[2], values[3], values[4]
+
+
+# Compatibility for modules that still import the old private names (the store
+# and the audit); they move to loanstate._validate, then these go.
+_REQUEST_ID: Final = v.REQUEST_ID
+_is_text: Final = v.is_text
+
+
+def _text_problem(value: object) -> str:
+    return v.problem(v.check_text, value) or "is invalid"
+
+
+def _check_text(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    found = v.problem(v.check_text, value)
+    if found is not None:
+        raise InvalidEvent({attribute.name: found})
 
 
 @attrs.frozen

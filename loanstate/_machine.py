@@ -6,35 +6,40 @@ library holds nothing per loan. Underneath sits one ``transitions.Machine``
 (no models attached, ``auto_transitions=False``) whose condition machinery
 evaluates guards; a plain pair is answered from a table compiled from the
 same definition. The test suite proves the two agree on every pair.
+
+Every public method takes any value without failing in an untyped way: a
+status that is not a declared one (of any type) is unknown, a ``str`` subclass
+such as a StrEnum member counts as its string value, and a wrong argument is
+an :class:`~loanstate.InvalidEvent` naming it.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import datetime
+from datetime import datetime, timezone
 from importlib import resources
 from types import MappingProxyType
 from typing import Any, Final
+from zoneinfo import ZoneInfo
 
 import transitions
 from transitions.core import EventData
 
-from loanstate._definition import (
-    Definition,
-    Guard,
-    Problem,
-    Transition,
-    find_problems,
-    parse_mapping,
-    read_file,
-)
-from loanstate._errors import IllegalTransition, InvalidDefinition, InvalidEvent
-from loanstate._events import _DECLARED_STATUSES, LoanChangeEvent, derive_request_id
+from loanstate import _diagrams
+from loanstate import _validate as v
+from loanstate._checks import find_problems
+from loanstate._definition import Definition, Problem, Transition, from_python, parse_mapping, read_file
+from loanstate._errors import IllegalTransition, InvalidDefinition, InvalidEvent, shorten
+from loanstate._events import LoanChangeEvent, derive_request_id_unchecked
 
 __all__ = ["LoanMachine", "Transition", "default_machine"]
 
 _DEFAULT_FILE: Final = "xfd_default.toml"
+_SEQUENCE_NEEDED: Final = (
+    "is required when no request_id is given: the loan's change sequence (1 for its first change, "
+    "then 2, 3, ...) keeps two changes of one loan from sharing a request_id"
+)
 
 
 class LoanMachine:
@@ -50,7 +55,7 @@ class LoanMachine:
 
     _definition: Definition
     _table: Mapping[str, frozenset[str]]
-    _rules: dict[tuple[str, str], bool]
+    _rules: dict[tuple[str, str], tuple[str, str, bool]]
     _guarded: Mapping[tuple[str, str], tuple[tuple[str, transitions.Transition], ...]]
     _triggers: Mapping[tuple[str, str], str]
     _engine: transitions.Machine
@@ -59,19 +64,16 @@ class LoanMachine:
         """Build from a checked :class:`Definition`; prefer the ``define``/``from_*`` constructors."""
         problems = find_problems(definition)
         if problems:
-            raise InvalidDefinition(problems, definition.source)
+            raise InvalidDefinition(problems, definition.source if isinstance(definition, Definition) else None)
         table: dict[str, set[str]] = {s: set() for s in definition.statuses}
-        guards: dict[tuple[str, str], list[Guard]] = {}
         triggers: dict[tuple[str, str], str] = {}
         specs: list[dict[str, Any]] = []
         for t in definition.transitions:
-            trigger = t.trigger or f"to_{t.after}"
             for before in t.before:
                 table[before].add(t.after)
-                triggers[(before, trigger)] = t.after
-                spec: dict[str, Any] = {"trigger": trigger, "source": before, "dest": t.after}
+                triggers[(before, t.fired_by)] = t.after
+                spec: dict[str, Any] = {"trigger": t.fired_by, "source": before, "dest": t.after}
                 if t.guard is not None:
-                    guards.setdefault((before, t.after), []).append(t.guard)
                     spec["conditions"] = [t.guard]
                 specs.append(spec)
         engine = transitions.Machine(
@@ -83,22 +85,16 @@ class LoanMachine:
             send_event=False,
             name=definition.name,
         )
-        guarded: dict[tuple[str, str], tuple[tuple[str, transitions.Transition], ...]] = {}
-        for before, after in guards:
-            found = []
-            for name, event in engine.events.items():
-                for candidate in event.transitions.get(before, ()):
-                    if candidate.dest == after:
-                        found.append((name, candidate))
-            guarded[(before, after)] = tuple(found)
-        _DECLARED_STATUSES.update(definition.statuses)
+        guarded = _guarded_transitions(definition, engine)
         set_ = object.__setattr__
         set_(self, "_definition", definition)
         set_(self, "_table", MappingProxyType({s: frozenset(a) for s, a in table.items()}))
         set_(self, "_guarded", MappingProxyType(guarded))
-        # The compiled table change() consults: one lookup per call answers both
-        # "is the pair declared?" (a key) and "does a guard decide?" (its value).
-        rules = {(before, after): (before, after) in guarded for before, afters in table.items() for after in afters}
+        # The compiled table change() consults: one lookup per call answers "is
+        # the pair declared?" (a key), gives the machine's own spelling of both
+        # statuses (so a StrEnum member becomes its plain string) and says
+        # whether a guard decides.
+        rules = {(b, a): (b, a, (b, a) in guarded) for b, afters in table.items() for a in afters}
         set_(self, "_rules", rules)
         set_(self, "_triggers", MappingProxyType(triggers))
         set_(self, "_engine", engine)
@@ -108,7 +104,7 @@ class LoanMachine:
 
     def __repr__(self) -> str:
         return (
-            f"<LoanMachine {self.name!r}: {len(self._table)} statuses, "
+            f"<LoanMachine {shorten(self.name)}: {len(self._table)} statuses, "
             f"{sum(len(a) for a in self._table.values())} transitions, initial {self.initial!r}>"
         )
 
@@ -129,36 +125,24 @@ class LoanMachine:
         ``statuses`` maps each status to a human description (or lists the
         names); ``transitions`` are :class:`Transition` values.
         """
-        if isinstance(statuses, Mapping):
-            described = {str(k): str(v) for k, v in statuses.items()}
-        elif isinstance(statuses, str):
-            described = {statuses: ""}
-        else:
-            # Non-text entries become their text, as mapping keys do: the name check then reports them.
-            described = dict.fromkeys((s if isinstance(s, str) else str(s) for s in statuses), "")
-        problems: list[Problem] = []
-        kept: list[Transition] = []
-        for index, t in enumerate(transitions, start=1):
-            if isinstance(t, Transition):
-                kept.append(t)
-            else:
-                problems.append(Problem("bad-value", f"must be a Transition, got {t!r}", f"transitions[{index}]"))
-        terminal_list = [terminal] if isinstance(terminal, str) else list(terminal)
-        definition = Definition(name, described, initial, tuple(terminal_list), tuple(kept))
-        problems.extend(find_problems(definition))
-        if problems:
-            raise InvalidDefinition(problems)
-        return cls(definition)
+        definition, problems = from_python(
+            name=name, statuses=statuses, initial=initial, terminal=terminal, transitions=transitions
+        )
+        return cls._build(definition, problems)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], *, source: str | None = None) -> LoanMachine:
         """Build from a mapping shaped like the TOML schema (``lifecycle``, ``statuses``, ``transitions``)."""
-        definition, problems = parse_mapping(data, source=source)
+        definition, problems = parse_mapping(data, source=source if isinstance(source, str) else None)
         return cls._build(definition, problems)
 
     @classmethod
     def from_file(cls, path: str | os.PathLike[str]) -> LoanMachine:
-        """Build from a TOML definition file; problems name the file and line."""
+        """Build from a TOML definition file; problems name the file and line.
+
+        The file must be a regular file of at most 1 MiB: a FIFO, a device or
+        a directory is refused without reading it.
+        """
         definition, problems = read_file(path)
         return cls._build(definition, problems)
 
@@ -228,43 +212,51 @@ class LoanMachine:
         return self._definition.source
 
     def is_legal(self, before: str, after: str) -> bool:
-        """Whether ``before -> after`` is declared (guards aside). Unknown statuses are not legal."""
-        try:
-            allowed = self._table.get(before)
-            return allowed is not None and after in allowed
-        except TypeError:  # an unhashable value is no status
-            return False
+        """Whether ``before -> after`` is declared (guards aside). Anything not a declared status is not legal."""
+        return self._rule(before, after) is not None
 
     def allowed(self, before: str) -> frozenset[str]:
         """The statuses a loan in ``before`` may change to (guards aside).
 
         Raises :class:`~loanstate.InvalidEvent` for an unknown status.
         """
-        allowed = self._table.get(before) if _hashable(before) else None
+        allowed = self._table.get(v.plain_text(before)) if isinstance(before, str) else None
         if allowed is None:
             raise InvalidEvent({"before_status": self._unknown(before)})
         return allowed
 
     def is_guarded(self, before: str, after: str) -> bool:
         """Whether ``before -> after`` is legal only when a guard agrees."""
-        return (before, after) in self._guarded
+        rule = self._rule(before, after)
+        return rule is not None and rule[2]
 
     def after(self, before: str, trigger: str) -> str:
         """The status that ``trigger`` leads to from ``before`` (fire by name).
 
         Raises :class:`~loanstate.IllegalTransition` when ``trigger`` does not
-        apply to ``before``.
+        apply to ``before`` (:class:`~loanstate.InvalidEvent` when ``before`` is
+        not a declared status).
         """
-        try:
-            return self._triggers[(before, trigger)]
-        except (KeyError, TypeError):  # TypeError: an unhashable argument is no trigger either
-            names = sorted({t for (b, t) in self._triggers if b == before})
-            raise IllegalTransition(
-                before,
-                f"<{trigger}>",
-                self.allowed(before),
-                reason=f"trigger {trigger!r} does not apply (triggers from {before!r}: {', '.join(names) or 'none'})",
-            ) from None
+        if isinstance(before, str) and isinstance(trigger, str):
+            found = self._triggers.get((v.plain_text(before), v.plain_text(trigger)))
+            if found is not None:
+                return found
+        allowed = self.allowed(before)
+        names = sorted({t for (b, t) in self._triggers if b == before})
+        raise IllegalTransition(
+            v.plain_text(before),
+            f"<{_printable_name(trigger)}>",
+            allowed,
+            reason=f"trigger {shorten(trigger)} does not apply "
+            f"(triggers from {shorten(before)}: {', '.join(names) or 'none'})",
+        )
+
+    def _rule(self, before: object, after: object) -> tuple[str, str, bool] | None:
+        """The compiled rule for a pair, or ``None`` for any pair that is not declared (of any type)."""
+        if isinstance(before, str) and isinstance(after, str):
+            # A str subclass is looked up as its plain value: its own __hash__ and __eq__ are never called.
+            return self._rules.get((v.plain_text(before), v.plain_text(after)))
+        return None
 
     # -- changing -------------------------------------------------------------
 
@@ -278,6 +270,7 @@ class LoanMachine:
         customer_id: str | None = None,
         institution_loan_no: str | None = None,
         request_id: str | None = None,
+        sequence: int | None = None,
     ) -> LoanChangeEvent:
         """Make one change: return its validated event, or raise.
 
@@ -285,43 +278,84 @@ class LoanMachine:
         both statuses are known but the pair is not legal or its guard says
         no, and :class:`~loanstate.InvalidEvent` for anything else that is
         wrong: an unknown status, a naive ``at``, a blank or over-long field.
+
         ``request_id`` defaults to :func:`~loanstate.derive_request_id` of the
-        change, so replaying the same change yields the same id.
+        change and ``sequence``, the change's number in the loan's history (1
+        for its first change, then 2, 3, ...). Without a ``request_id``,
+        ``sequence`` is required: two changes of one loan can be the same pair
+        at the same instant (NEW -> OVERDUE, OVERDUE -> NEW, NEW -> OVERDUE),
+        and only their place in the history tells them apart. Replaying a
+        change with the same sequence yields the same id.
         """
-        try:
-            guarded = self._rules.get((before, after))
-        except TypeError:  # an unhashable value is no status; _refusal says which
-            guarded = None
-        if guarded is None:
-            raise self._refusal(loan_apply_no, before, after)
+        rule = self._rules.get((before, after)) if before.__class__ is str and after.__class__ is str else None
+        if rule is None:
+            rule = self._rule(before, after)
+            if rule is None:
+                raise self._refusal(loan_apply_no, before, after)
+        before, after, guarded = rule
         if request_id is None:
-            try:
-                request_id = derive_request_id(loan_apply_no, before, after, at)
-            except (TypeError, AttributeError, ValueError):  # ValueError: UnicodeEncodeError of a lone surrogate
-                # Let the event's validators say which field is wrong (with a stand-in id).
-                LoanChangeEvent(loan_apply_no, before, after, at, "0", customer_id, institution_loan_no)
-                raise
+            if not (
+                sequence.__class__ is int
+                and sequence >= 0
+                and loan_apply_no.__class__ is str
+                and at.__class__ is datetime
+                and (at.tzinfo.__class__ is timezone or at.tzinfo.__class__ is ZoneInfo)
+            ):
+                loan_apply_no, at, sequence = self._plain_inputs(loan_apply_no, at, sequence)
+            request_id = derive_request_id_unchecked(loan_apply_no, before, after, at, sequence)
+        elif sequence is not None:
+            wrong = v.problem(v.check_sequence, sequence)
+            if wrong is not None:
+                raise InvalidEvent({"sequence": wrong})
         event = LoanChangeEvent(loan_apply_no, before, after, at, request_id, customer_id, institution_loan_no)
         if guarded:
             self._check_guards(event)
         return event
 
-    def _refusal(self, loan_apply_no: str, before: str, after: str) -> Exception:
+    @staticmethod
+    def _plain_inputs(loan_apply_no: object, at: object, sequence: object) -> tuple[str, datetime, int]:
+        """What a request id is derived from, in its plain form, or InvalidEvent naming each bad one."""
+        errors: dict[str, str] = {}
+        found: dict[str, Any] = {}
+        checks = (
+            ("loan_apply_no", v.check_text, loan_apply_no),
+            ("change_time", v.check_time, at),
+            ("sequence", v.check_sequence, sequence),
+        )
+        for name, check, value in checks:
+            if name == "sequence" and value is None:
+                errors[name] = _SEQUENCE_NEEDED
+                continue
+            try:
+                found[name] = check(value)
+            except v.FieldProblem as exc:
+                errors[name] = str(exc)
+        if errors:
+            raise InvalidEvent(errors)
+        return found["loan_apply_no"], found["change_time"], found["sequence"]
+
+    def _refusal(self, loan_apply_no: object, before: object, after: object) -> Exception:
         errors = {}
-        if not _hashable(before) or before not in self._table:
+        if not self._is_status(before):
             errors["before_status"] = self._unknown(before)
-        if not _hashable(after) or after not in self._table:
+        if not self._is_status(after):
             errors["after_status"] = self._unknown(after)
         if errors:
             return InvalidEvent(errors)
-        if before == after:
+        known_before, known_after = v.plain_text(before), v.plain_text(after)  # type: ignore[arg-type]
+        loan = loan_apply_no if isinstance(loan_apply_no, str) else shorten(loan_apply_no)
+        if known_before == known_after:
+            reason = "not a change (same status)"
             return IllegalTransition(
-                before, after, self._table[before], loan_apply_no=loan_apply_no, reason="not a change (same status)"
+                known_before, known_after, self._table[known_before], loan_apply_no=loan, reason=reason
             )
-        return IllegalTransition(before, after, self._table[before], loan_apply_no=loan_apply_no)
+        return IllegalTransition(known_before, known_after, self._table[known_before], loan_apply_no=loan)
+
+    def _is_status(self, value: object) -> bool:
+        return isinstance(value, str) and v.plain_text(value) in self._table
 
     def _unknown(self, status: object) -> str:
-        return f"unknown status {status!r} (known: {', '.join(sorted(self._table))})"
+        return f"unknown status {shorten(status)} (known: {', '.join(sorted(self._table))})"
 
     def _check_guards(self, event: LoanChangeEvent) -> None:
         """Ask ``transitions`` whether any guarded transition for the pair lets the change through."""
@@ -340,78 +374,34 @@ class LoanMachine:
 
     # -- diagrams -------------------------------------------------------------
 
-    def _edges(self) -> list[tuple[str, str, str | None]]:
-        return [(before, t.after, t.trigger) for t in self.transitions for before in t.before]
-
     def to_mermaid(self) -> str:
-        """The lifecycle as a Mermaid ``stateDiagram-v2`` (deterministic text)."""
-        ids = _mermaid_ids(self._definition.statuses)
-        out = ["stateDiagram-v2"]
-        for status, description in self._definition.statuses.items():
-            if description:
-                out.append(f"    {ids[status]} : {status}: {_mermaid_text(description)}")
-            elif ids[status] != status:
-                out.append(f"    {ids[status]} : {status}")
-        out.append(f"    [*] --> {ids[self.initial]}")
-        for before, after, trigger in self._edges():
-            label = f" : {trigger}" if trigger else ""
-            out.append(f"    {ids[before]} --> {ids[after]}{label}")
-        for status in self._definition.terminal:
-            out.append(f"    {ids[status]} --> [*]")
-        return "\n".join(out) + "\n"
+        """The lifecycle as a Mermaid ``stateDiagram-v2`` (deterministic text, no control characters)."""
+        return _diagrams.to_mermaid(self._definition)
 
     def to_dot(self) -> str:
-        """The lifecycle as a Graphviz ``digraph`` (deterministic text)."""
-        out = [f"digraph {_dot_string(self.name)} {{", "    rankdir=LR;", "    node [shape=box, style=rounded];"]
-        out.append('    "__start__" [shape=point, label=""];')
-        for status, description in self._definition.statuses.items():
-            shape = ", peripheries=2" if status in self.terminal else ""
-            # The description is raw text; the "\\n" between is dot's line break.
-            label = f"{status}\\n{_dot_text(description)}" if description else status
-            out.append(f"    {_dot_string(status)} [label={_dot_string(label, escaped=True)}{shape}];")
-        out.append(f'    "__start__" -> {_dot_string(self.initial)};')
-        for before, after, trigger in self._edges():
-            label = f" [label={_dot_string(trigger)}]" if trigger else ""
-            out.append(f"    {_dot_string(before)} -> {_dot_string(after)}{label};")
-        out.append("}")
-        return "\n".join(out) + "\n"
+        """The lifecycle as a Graphviz ``digraph`` (deterministic text, no control characters)."""
+        return _diagrams.to_dot(self._definition)
 
 
-def _hashable(value: object) -> bool:
-    try:
-        hash(value)
-    except TypeError:
-        return False
-    return True
+def _printable_name(value: object) -> str:
+    """A trigger, as an ``after`` placeholder in an error: itself when it is short printable text."""
+    return value if isinstance(value, str) and len(value) <= 64 and value.isprintable() else shorten(value, 40)
 
 
-def _mermaid_ids(statuses: Iterable[str]) -> dict[str, str]:
-    """A distinct Mermaid id per status: '.' and '-' become '_', with a suffix where two would meet."""
-    ids: dict[str, str] = {}
-    taken: set[str] = set()
-    for status in statuses:
-        base = candidate = status.replace(".", "_").replace("-", "_")
-        n = 1
-        while candidate in taken:
-            n += 1
-            candidate = f"{base}_{n}"
-        ids[status] = candidate
-        taken.add(candidate)
-    return ids
-
-
-def _dot_text(text: str) -> str:
-    # Quotes are escaped by _dot_string(escaped=True); a backslash must be doubled first.
-    return text.replace("\\", "\\\\")
-
-
-def _mermaid_text(text: str) -> str:
-    return text.replace("\n", " ").replace(":", "∶").replace(";", ",")
-
-
-def _dot_string(text: str, *, escaped: bool = False) -> str:
-    body = text.replace('"', '\\"') if escaped else text.replace("\\", "\\\\").replace('"', '\\"')
-    return f'"{body}"'
+def _guarded_transitions(
+    definition: Definition, engine: transitions.Machine
+) -> dict[tuple[str, str], tuple[tuple[str, transitions.Transition], ...]]:
+    """For each guarded pair, the engine's transitions (and their triggers) that may take it."""
+    pairs = {(before, t.after) for t in definition.transitions if t.guard is not None for before in t.before}
+    guarded: dict[tuple[str, str], tuple[tuple[str, transitions.Transition], ...]] = {}
+    for before, after in sorted(pairs):
+        found = []
+        for name, event in engine.events.items():
+            for candidate in event.transitions.get(before, ()):
+                if candidate.dest == after:
+                    found.append((name, candidate))
+        guarded[(before, after)] = tuple(found)
+    return guarded
 
 
 _DEFAULT: list[LoanMachine] = []

@@ -163,7 +163,9 @@ def history_records(loans: int) -> list[dict[str, str]]:
         for n in range(loans):
             before = machine.initial if step == 0 else path[step - 1]
             at = datetime(2024, 1, 1 + step, 9, n, tzinfo=TOP_TIMEZONE)
-            event = machine.change(loan_apply_no=f"FI{n:04d}", before=before, after=after, at=at, customer_id="客户")
+            event = machine.change(
+                loan_apply_no=f"FI{n:04d}", before=before, after=after, at=at, customer_id="客户", sequence=step + 1
+            )
             records.append(event.to_dict())
     return records
 

@@ -126,7 +126,7 @@ def test_gateway_runs_in_the_foreground_and_answers_a_signed_call(stop: signal.S
             first = process.stdout.readline()
             assert first.startswith("fake TOP gateway listening on http://127.0.0.1:"), first
             url = first.split()[-1]
-            event = default_machine().change(loan_apply_no="FI9", before="NEW", after="OVERDUE", at=START)
+            event = default_machine().change(loan_apply_no="FI9", before="NEW", after="OVERDUE", at=START, sequence=1)
             with TopNotifier("test-app-key", "test-app-secret", url=url, timeout=10) as notifier:
                 receipt = notifier.send(event)
             assert receipt.request_id == event.request_id

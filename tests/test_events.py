@@ -134,15 +134,15 @@ def test_time_that_cannot_be_written_in_gmt8_is_refused(moment: datetime) -> Non
         _event(change_time=moment)
     assert moment.isoformat() in str(caught.value)
     with pytest.raises(InvalidEvent, match="out of range"):
-        default_machine().change(loan_apply_no="FI1", before="NEW", after="OVERDUE", at=moment)
+        default_machine().change(loan_apply_no="FI1", before="NEW", after="OVERDUE", at=moment, sequence=1)
     edge = datetime(9999, 12, 31, 15, 59, 59, tzinfo=UTC)  # the last second GMT+8 can write
     assert json.loads(_event(change_time=edge).to_top_param())["change_time"] == "9999-12-31 23:59:59"
 
 
 def test_request_id_is_stable_and_url_safe() -> None:
     """The derived id is 48 hex characters and the same for the same change in any zone."""
-    utc = derive_request_id("FI1", "NEW", "OVERDUE", AT)
-    beijing = derive_request_id("FI1", "NEW", "OVERDUE", AT.astimezone(timezone(timedelta(hours=8))))
+    utc = derive_request_id("FI1", "NEW", "OVERDUE", AT, sequence=1)
+    beijing = derive_request_id("FI1", "NEW", "OVERDUE", AT.astimezone(timezone(timedelta(hours=8))), sequence=1)
     assert utc == beijing
     assert len(utc) == 48
     assert _event(request_id=utc).request_id == utc
@@ -150,12 +150,12 @@ def test_request_id_is_stable_and_url_safe() -> None:
 
 def test_request_id_depends_on_every_part() -> None:
     """Loan, statuses, instant and sequence each change the id."""
-    base = derive_request_id("FI1", "NEW", "OVERDUE", AT)
+    base = derive_request_id("FI1", "NEW", "OVERDUE", AT, sequence=0)
     others = {
-        derive_request_id("FI2", "NEW", "OVERDUE", AT),
-        derive_request_id("FI1", "OVERDUE", "NEW", AT),
-        derive_request_id("FI1", "NEW", "SETTLED", AT),
-        derive_request_id("FI1", "NEW", "OVERDUE", AT + timedelta(microseconds=1)),
+        derive_request_id("FI2", "NEW", "OVERDUE", AT, sequence=0),
+        derive_request_id("FI1", "OVERDUE", "NEW", AT, sequence=0),
+        derive_request_id("FI1", "NEW", "SETTLED", AT, sequence=0),
+        derive_request_id("FI1", "NEW", "OVERDUE", AT + timedelta(microseconds=1), sequence=0),
         derive_request_id("FI1", "NEW", "OVERDUE", AT, sequence=1),
         derive_request_id("FI1", "NEW", "OVERDUE", AT, sequence=2),
     }

@@ -24,7 +24,7 @@ SECRET = "test-app-secret"
 
 def change(loan: str = "FI1", before: str = "NEW", after: str = "OVERDUE", minute: int = 0) -> LoanChangeEvent:
     return MACHINE.change(
-        loan_apply_no=loan, before=before, after=after, at=datetime(2024, 5, 1, 9, minute, tzinfo=UTC)
+        loan_apply_no=loan, before=before, after=after, at=datetime(2024, 5, 1, 9, minute, tzinfo=UTC), sequence=1
     )
 
 
@@ -366,6 +366,7 @@ class GatewayDeliveryMachine(RuleBasedStateMachine):
             before=before,
             after="OVERDUE" if before == "NEW" else "NEW",
             at=datetime(2024, 1, 1, tzinfo=UTC) + timedelta(seconds=self.clock),
+            sequence=self.clock,
         )
         self.pending[loan] = event
         self._deliver(event, fault)

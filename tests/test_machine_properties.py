@@ -111,7 +111,7 @@ def test_guarded_change_agrees_with_firing_the_trigger(data: st.DataObject, defi
                 engine.remove_model(model)
             refusal: str | None = None
             try:
-                machine.change(loan_apply_no="FI1", before=before, after=t.after, at=AT)
+                machine.change(loan_apply_no="FI1", before=before, after=t.after, at=AT, sequence=1)
             except IllegalTransition as exc:
                 refusal = exc.reason
             assert refusal == (None if fired else "refused by its guard"), (before, t.after, trigger)
@@ -126,11 +126,11 @@ def test_change_never_returns_an_illegal_event(data: st.DataObject, definition: 
     after = data.draw(st.sampled_from(sorted(machine.statuses)))
     at = data.draw(change_times())
     if machine.is_legal(before, after):
-        event = machine.change(loan_apply_no="FI1", before=before, after=after, at=at)
+        event = machine.change(loan_apply_no="FI1", before=before, after=after, at=at, sequence=1)
         assert (event.before_status, event.after_status, event.change_time) == (before, after, at)
     else:
         with pytest.raises(IllegalTransition) as info:
-            machine.change(loan_apply_no="FI1", before=before, after=after, at=at)
+            machine.change(loan_apply_no="FI1", before=before, after=after, at=at, sequence=1)
         assert info.value.allowed == machine.allowed(before)
         assert (info.value.before, info.value.after) == (before, after)
 
@@ -139,14 +139,14 @@ def test_change_never_returns_an_illegal_event(data: st.DataObject, definition: 
 def test_illegal_pairs_always_raise(pair: tuple[str, str], loan: str, at: datetime) -> None:
     """On the default machine every illegal pair of known statuses raises IllegalTransition."""
     with pytest.raises(IllegalTransition) as info:
-        MACHINE.change(loan_apply_no=loan, before=pair[0], after=pair[1], at=at)
+        MACHINE.change(loan_apply_no=loan, before=pair[0], after=pair[1], at=at, sequence=1)
     assert info.value.allowed == MACHINE.allowed(pair[0])
 
 
 @given(legal_pairs(), loan_numbers(), change_times())
 def test_legal_pairs_always_change(pair: tuple[str, str], loan: str, at: datetime) -> None:
     """On the default machine every legal pair yields an event of that pair."""
-    event = MACHINE.change(loan_apply_no=loan, before=pair[0], after=pair[1], at=at)
+    event = MACHINE.change(loan_apply_no=loan, before=pair[0], after=pair[1], at=at, sequence=1)
     assert (event.before_status, event.after_status, event.loan_apply_no) == (pair[0], pair[1], loan)
 
 
@@ -171,12 +171,18 @@ def test_top_param_carries_every_field(event: LoanChangeEvent) -> None:
     assert timedelta(0) <= event.change_time - sent < timedelta(seconds=1)
 
 
-@given(change_events())
-def test_same_change_same_request_id(event: LoanChangeEvent) -> None:
-    """Replaying a change (in any time zone) derives the same request_id."""
-    first = derive_request_id(event.loan_apply_no, event.before_status, event.after_status, event.change_time)
+@given(change_events(), st.integers(0, 10**9))
+def test_same_change_same_request_id(event: LoanChangeEvent, sequence: int) -> None:
+    """Replaying a change (in any time zone, with the same sequence) derives the same request_id."""
+    first = derive_request_id(
+        event.loan_apply_no, event.before_status, event.after_status, event.change_time, sequence=sequence
+    )
     again = derive_request_id(
-        event.loan_apply_no, event.before_status, event.after_status, event.change_time.astimezone(UTC)
+        event.loan_apply_no,
+        event.before_status,
+        event.after_status,
+        event.change_time.astimezone(UTC),
+        sequence=sequence,
     )
     assert first == again
     assert (
@@ -185,6 +191,7 @@ def test_same_change_same_request_id(event: LoanChangeEvent) -> None:
             before=event.before_status,
             after=event.after_status,
             at=event.change_time,
+            sequence=sequence,
         ).request_id
         == first
     )
@@ -192,14 +199,14 @@ def test_same_change_same_request_id(event: LoanChangeEvent) -> None:
 
 @given(
     st.lists(
-        st.tuples(loan_numbers(), legal_pairs(), change_times(), st.none() | st.integers(0, 10**6)),
+        st.tuples(loan_numbers(), legal_pairs(), change_times(), st.integers(0, 10**6)),
         unique=True,
         min_size=2,
         max_size=30,
     )
 )
 def test_different_changes_different_request_ids(
-    changes: list[tuple[str, tuple[str, str], datetime, int | None]],
+    changes: list[tuple[str, tuple[str, str], datetime, int]],
 ) -> None:
     """Distinct changes never share a request_id, and every id fits the API's rules."""
     distinct = {(loan, pair, at.astimezone(UTC), seq) for loan, pair, at, seq in changes}
@@ -224,7 +231,7 @@ def test_guard_verdict_matches_transitions(verdict: bool, at: datetime) -> None:
     finally:
         machine._engine.remove_model(model)
     if moved:
-        assert machine.change(loan_apply_no="L", before="A", after="B", at=at).after_status == "B"
+        assert machine.change(loan_apply_no="L", before="A", after="B", at=at, sequence=1).after_status == "B"
     else:
         with pytest.raises(IllegalTransition, match="guard"):
-            machine.change(loan_apply_no="L", before="A", after="B", at=at)
+            machine.change(loan_apply_no="L", before="A", after="B", at=at, sequence=1)

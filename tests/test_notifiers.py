@@ -35,7 +35,7 @@ def fixed_clock() -> datetime:
 
 
 def event(n: int = 0, before: str = "NEW", after: str = "OVERDUE") -> LoanChangeEvent:
-    return MACHINE.change(loan_apply_no=f"FI{n}", before=before, after=after, at=AT)
+    return MACHINE.change(loan_apply_no=f"FI{n}", before=before, after=after, at=AT, sequence=1)
 
 
 def test_doubles_satisfy_the_protocols() -> None:

@@ -74,7 +74,9 @@ def test_pairs_partition_the_known_statuses(machine: LoanMachine, data: st.DataO
 def test_illegal_pairs_are_refused_by_the_machine(pair: tuple[str, str]) -> None:
     """Every illegal pair makes LoanMachine.change raise IllegalTransition."""
     with pytest.raises(IllegalTransition):
-        default_machine().change(loan_apply_no="L1", before=pair[0], after=pair[1], at=datetime.now().astimezone())
+        default_machine().change(
+            loan_apply_no="L1", before=pair[0], after=pair[1], at=datetime.now().astimezone(), sequence=1
+        )
 
 
 def test_illegal_pairs_include_same_status_pairs() -> None:
@@ -407,7 +409,11 @@ class ShrugLoanBook(LoanBook):
     def change(self, loan_apply_no: str, *, after: str, at: datetime) -> LoanChangeEvent:
         with self.db:
             event = self.machine.change(
-                loan_apply_no=loan_apply_no, before=self.status(loan_apply_no), after=after, at=at
+                loan_apply_no=loan_apply_no,
+                before=self.status(loan_apply_no),
+                after=after,
+                at=at,
+                sequence=self.sequence(loan_apply_no),
             )
             self._record(event)
         with contextlib.suppress(TransientDeliveryError):  # "the platform will catch up" (nothing retries)
@@ -464,14 +470,14 @@ def test_loan_machine_fixture(loan_machine: LoanMachine) -> None:
 
 def test_in_memory_notifier_fixture(in_memory_notifier: InMemoryNotifier, loan_machine: LoanMachine) -> None:
     """in_memory_notifier records what it is sent."""
-    event = loan_machine.change(loan_apply_no="L1", before="NEW", after="OVERDUE", at=datetime.now(UTC))
+    event = loan_machine.change(loan_apply_no="L1", before="NEW", after="OVERDUE", at=datetime.now(UTC), sequence=1)
     in_memory_notifier.send(event)
     assert in_memory_notifier.sent == [event]
 
 
 def test_fake_top_gateway_fixture(fake_top_gateway: FakeTopGateway, loan_machine: LoanMachine) -> None:
     """fake_top_gateway runs on loopback and takes a signed notification once."""
-    event = loan_machine.change(loan_apply_no="L1", before="NEW", after="SETTLED", at=datetime.now(UTC))
+    event = loan_machine.change(loan_apply_no="L1", before="NEW", after="SETTLED", at=datetime.now(UTC), sequence=1)
     with TopNotifier(fake_top_gateway.app_key, "test-app-secret", url=fake_top_gateway.url) as notifier:
         notifier.send(event)
     (delivered,) = fake_top_gateway.delivered()  # the platform keeps whole seconds only

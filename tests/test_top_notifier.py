@@ -37,6 +37,7 @@ EVENT = MACHINE.change(
     after="OVERDUE",
     at=datetime(2024, 1, 1, tzinfo=UTC),
     institution_loan_no="借据-7",
+    sequence=1,
 )
 
 # fault -> (exception class on the first attempt, whether that attempt took effect)
@@ -310,7 +311,8 @@ def test_a_passed_in_client_is_used_and_left_open() -> None:
 
 def events_for(count: int) -> list[LoanChangeEvent]:
     return [
-        MACHINE.change(loan_apply_no=f"R{i}", before="NEW", after="SETTLED", at=EVENT.change_time) for i in range(count)
+        MACHINE.change(loan_apply_no=f"R{i}", before="NEW", after="SETTLED", at=EVENT.change_time, sequence=1)
+        for i in range(count)
     ]
 
 

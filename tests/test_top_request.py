@@ -50,7 +50,7 @@ def test_form_encoding_matches_urllib(key: str, value: str) -> None:
 def test_timestamp_is_beijing_time() -> None:
     """The timestamp is the injected instant written in UTC+8."""
     event = default_machine().change(
-        loan_apply_no="FI1", before="NEW", after="OVERDUE", at=datetime(2024, 1, 1, tzinfo=UTC)
+        loan_apply_no="FI1", before="NEW", after="OVERDUE", at=datetime(2024, 1, 1, tzinfo=UTC), sequence=1
     )
     request = build_request(event, app_key="k", app_secret="s", now=datetime(2023, 12, 31, 20, 30, 5, 999, tzinfo=UTC))
     assert request.query["timestamp"] == "2024-01-01 04:30:05"
@@ -61,7 +61,9 @@ def test_timestamp_is_beijing_time() -> None:
 def test_partner_id_names_loanstate_and_its_version() -> None:
     """partner_id is loanstate-<installed version>; an explicit partner overrides it."""
     assert partner_id() == f"loanstate-{version('loanstate')}"
-    event = default_machine().change(loan_apply_no="FI1", before="NEW", after="OVERDUE", at=datetime.now(UTC))
+    event = default_machine().change(
+        loan_apply_no="FI1", before="NEW", after="OVERDUE", at=datetime.now(UTC), sequence=1
+    )
     assert (
         build_request(event, app_key="k", app_secret="s", now=datetime.now(UTC), partner="acme-1").query["partner_id"]
         == "acme-1"
@@ -70,7 +72,9 @@ def test_partner_id_names_loanstate_and_its_version() -> None:
 
 def test_optional_system_parameters() -> None:
     """session, target_app_key and simplify are sent when set; blank ones are neither signed nor sent."""
-    event = default_machine().change(loan_apply_no="FI1", before="NEW", after="OVERDUE", at=datetime.now(UTC))
+    event = default_machine().change(
+        loan_apply_no="FI1", before="NEW", after="OVERDUE", at=datetime.now(UTC), sequence=1
+    )
     now = datetime.now(UTC)
     with_all = build_request(
         event, app_key="k", app_secret="s", now=now, session="sess", target_app_key="t", simplify=True
@@ -83,7 +87,9 @@ def test_optional_system_parameters() -> None:
 
 def test_repr_never_shows_the_signature() -> None:
     """A request's repr names the method and request_id but not the signature."""
-    event = default_machine().change(loan_apply_no="FI1", before="NEW", after="OVERDUE", at=datetime.now(UTC))
+    event = default_machine().change(
+        loan_apply_no="FI1", before="NEW", after="OVERDUE", at=datetime.now(UTC), sequence=1
+    )
     request = build_request(event, app_key="k", app_secret="s", now=datetime.now(UTC))
     assert request.form["sign"] not in repr(request)
     assert event.request_id in repr(request)
@@ -101,7 +107,9 @@ def test_repr_never_shows_the_signature() -> None:
 )
 def test_bad_settings_are_refused(options: dict[str, object], setting: str) -> None:
     """An unknown sign method or format, or a naive clock reading, raise InvalidConfiguration."""
-    event = default_machine().change(loan_apply_no="FI1", before="NEW", after="OVERDUE", at=datetime.now(UTC))
+    event = default_machine().change(
+        loan_apply_no="FI1", before="NEW", after="OVERDUE", at=datetime.now(UTC), sequence=1
+    )
     kwargs: dict[str, object] = {"app_key": "k", "app_secret": "s", "now": datetime.now(UTC), **options}
     with pytest.raises(InvalidConfiguration) as info:
         build_request(event, **kwargs)  # type: ignore[arg-type]

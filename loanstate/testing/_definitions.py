@@ -20,7 +20,7 @@ from typing import Any, Final
 import attrs
 from hypothesis import strategies as st
 
-from loanstate._definition import STATUS_NAME
+from loanstate._validate import STATUS_NAME
 from loanstate.testing._strategies import texts
 
 __all__ = ["MISTAKES", "BrokenDefinition", "broken_definitions", "definitions"]

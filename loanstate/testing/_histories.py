@@ -116,8 +116,9 @@ class History:
 def _record(
     loan: str, before: str, after: str, at: datetime, *, sequence: int, base: LoanChangeEvent
 ) -> dict[str, str]:
-    # Planted records derive their id with a sequence number, so it can never
-    # equal a legal record's id by accident (that would be a second anomaly).
+    # Planted records derive their id with the sequence that follows the loan's
+    # legal records, so it can never equal a legal record's id by accident
+    # (that would be a second anomaly).
     request_id = derive_request_id(loan, before, after, at, sequence=sequence)
     event = LoanChangeEvent(
         loan,
@@ -143,7 +144,9 @@ def _continue(machine: LoanMachine, prefix: list[LoanChangeEvent], at: datetime)
                 at=at,
                 customer_id=last.customer_id,
                 institution_loan_no=last.institution_loan_no,
-                request_id=derive_request_id(last.loan_apply_no, last.after_status, after, at, sequence=len(prefix)),
+                request_id=derive_request_id(
+                    last.loan_apply_no, last.after_status, after, at, sequence=len(prefix) + 1
+                ),
             )
         except IllegalTransition:
             continue
@@ -208,6 +211,7 @@ def _steer(draw: st.DrawFn, machine: LoanMachine, prefix: list[LoanChangeEvent])
                     at=at,
                     customer_id=last.customer_id,
                     institution_loan_no=last.institution_loan_no,
+                    sequence=len(prefix) + 1,
                 )
             )
         except IllegalTransition:  # a guard refused: plant from where the loan is
@@ -227,7 +231,7 @@ def _plant(
     last = prefix[-1]
     loan, status = last.loan_apply_no, last.after_status
     later = (last.change_time + draw(_GAPS)).astimezone(draw(timezones()))
-    seq = len(prefix)
+    seq = len(prefix) + 1  # the planted record's place in its loan's history
     if kind == "unknown-status":
         ghost = draw(texts().filter(lambda s: s not in machine.statuses and s != status))
         return _record(loan, status, ghost, later, sequence=seq, base=last), f"after_status {ghost!r} is not declared"

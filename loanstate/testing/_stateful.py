@@ -171,7 +171,8 @@ class LoanLifecycleStateMachine(RuleBasedStateMachine):
         legal = self.lifecycle.is_legal(before, after)
         if legal and self.lifecycle.is_guarded(before, after):
             try:
-                self.lifecycle.change(loan_apply_no=loan, before=before, after=after, at=at)
+                sequence = len(self.expected[loan]) + 1
+                self.lifecycle.change(loan_apply_no=loan, before=before, after=after, at=at, sequence=sequence)
             except IllegalTransition:
                 legal = False
         try:

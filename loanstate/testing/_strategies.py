@@ -12,7 +12,7 @@ Every strategy takes the :class:`~loanstate.LoanMachine` it draws for
   +14:00, and one offset with seconds; microseconds vary.
 - :func:`change_events` draws events :meth:`~loanstate.LoanMachine.change`
   accepts: non-ASCII text up to 64 characters, optional fields present or
-  absent, explicit or derived ``request_id``.
+  absent, explicit ``request_id`` or one derived with a drawn sequence.
 - :func:`lifecycles` draws one loan's legal path from the initial status, with
   strictly increasing instants (each event may be written in a different zone).
 """
@@ -26,8 +26,9 @@ from hypothesis import reject
 from hypothesis import strategies as st
 
 from loanstate._errors import IllegalTransition
-from loanstate._events import MAX_FIELD_LENGTH, LoanChangeEvent
+from loanstate._events import LoanChangeEvent
 from loanstate._machine import LoanMachine, default_machine
+from loanstate._validate import MAX_TEXT_LENGTH, is_text
 
 __all__ = [
     "change_events",
@@ -90,12 +91,6 @@ def change_times(*, min_value: datetime = _EARLIEST, max_value: datetime = _LATE
     )
 
 
-def _is_text(value: str) -> bool:
-    # The event's rule for text fields (kept here, not imported, so the kit does
-    # not lean on a private name; the kit's tests prove the two agree).
-    return 0 < len(value) <= MAX_FIELD_LENGTH and value.isprintable() and not value.isspace()
-
-
 def texts() -> st.SearchStrategy[str]:
     """Text the event accepts in any field: 1-64 printable characters, not all spaces.
 
@@ -104,7 +99,7 @@ def texts() -> st.SearchStrategy[str]:
     """
     return st.one_of(
         st.from_regex(r"[A-Z]{2}[0-9]{6,18}", fullmatch=True),
-        st.text(_CHARACTERS, min_size=1, max_size=MAX_FIELD_LENGTH).filter(_is_text),
+        st.text(_CHARACTERS, min_size=1, max_size=MAX_TEXT_LENGTH).filter(is_text),
     )
 
 
@@ -152,6 +147,7 @@ def change_events(draw: st.DrawFn, machine: LoanMachine | None = None) -> LoanCh
             customer_id=draw(_optional(texts())),
             institution_loan_no=draw(_optional(texts())),
             request_id=draw(_optional(_REQUEST_IDS)),
+            sequence=draw(st.integers(1, 10**6)),
         )
     except IllegalTransition:  # a guard said no: not a valid event for this machine
         reject()
@@ -185,7 +181,8 @@ def walk(
     """Draw up to ``steps`` legal changes of one loan from the initial status.
 
     Instants strictly increase from ``start`` (the first change is later than
-    it); each change is written in a drawn zone. The walk stops early only at a
+    it); each change is written in a drawn zone; its request id is derived
+    with its sequence in the loan's history (1, 2, 3, ...). The walk stops early only at a
     status with no way out. With ``avoid_dead_end``, the last status has a way
     out whenever the lifecycle allows that.
     """
@@ -207,6 +204,7 @@ def walk(
                     at=at,
                     customer_id=customer_id,
                     institution_loan_no=institution_loan_no,
+                    sequence=len(events) + 1,
                 )
             except IllegalTransition:  # its guard refused this change: try another
                 continue

@@ -19,9 +19,12 @@ class EagerLoanBook(LoanBook):
     def change(self, loan_apply_no: str, *, after: str, at: datetime) -> LoanChangeEvent:
         """Notify, then check and commit (wrong order)."""
         before = self.status(loan_apply_no)
-        request_id = derive_request_id(loan_apply_no, before, after, at)
+        sequence = self.sequence(loan_apply_no)
+        request_id = derive_request_id(loan_apply_no, before, after, at, sequence=sequence)
         self.notifier.send(LoanChangeEvent(loan_apply_no, before, after, at, request_id))  # BUG: too early
         with self.db:
-            event = self.machine.change(loan_apply_no=loan_apply_no, before=before, after=after, at=at)
+            event = self.machine.change(
+                loan_apply_no=loan_apply_no, before=before, after=after, at=at, sequence=sequence
+            )
             self._record(event)
         return event

@@ -41,11 +41,18 @@ class LoanBook:
             raise UnknownLoan(loan_apply_no)
         return str(row[0])
 
+    def sequence(self, loan_apply_no: str) -> int:
+        """The number the loan's next change gets in its history (1 for its first): it keys the request_id."""
+        row = self.db.execute("SELECT COUNT(*) FROM history WHERE loan_apply_no = ?", (loan_apply_no,)).fetchone()
+        return int(row[0]) + 1
+
     def change(self, loan_apply_no: str, *, after: str, at: datetime) -> LoanChangeEvent:
         """Check the change against the lifecycle, commit it, and only then notify it."""
         with self.db:  # one transaction: the status row and the history row
             before = self.status(loan_apply_no)
-            event = self.machine.change(loan_apply_no=loan_apply_no, before=before, after=after, at=at)
+            event = self.machine.change(
+                loan_apply_no=loan_apply_no, before=before, after=after, at=at, sequence=self.sequence(loan_apply_no)
+            )
             self._record(event)
         self.notifier.send(event)
         return event
