@@ -55,7 +55,7 @@ FIELDS: Final = (
 _OPTIONAL: Final = frozenset({"customer_id", "institution_loan_no"})
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 # Personalised so our ids never coincide with another system's BLAKE2b of the same text.
-_RID_HASH: Final = hashlib.blake2b(digest_size=24, person=b"loanstate.rid1")
+_NEW_RID_HASH: Final = hashlib.blake2b(digest_size=24, person=b"loanstate.rid1").copy
 _RID_MATCH: Final = v.REQUEST_ID.fullmatch
 
 # The rule each field follows. A status on an event follows the text rule: the
@@ -352,7 +352,7 @@ def derive_request_id_unchecked(
     # "surrogatepass" lets a lone surrogate through here (same bytes for every
     # valid string) so that the event, not the encoder, refuses it.
     since = change_time - _EPOCH
-    hasher = _RID_HASH.copy()
+    hasher = _NEW_RID_HASH()
     hasher.update(
         f"{loan_apply_no}\x1f{before_status}\x1f{after_status}\x1f"
         f"{since.days}.{since.seconds}.{since.microseconds}\x1f{sequence}".encode("utf-8", "surrogatepass")
