@@ -31,26 +31,27 @@ def find_problems(d: Definition) -> list[Problem]:
 
 
 def check_shape(d: object) -> Iterator[Problem]:
-    """The definition holds the types the other checks rely on."""
+    """The definition holds the plain types the other checks rely on (the readers make sure of it)."""
     if not isinstance(d, Definition):
         yield Problem("bad-value", f"must be a lifecycle Definition, got {shorten(d)}")
         return
-    if not isinstance(d.name, str):
+    if not _plain(d.name):
         yield d.problem("bad-value", f"must be a string, got {shorten(d.name)}", "lifecycle.name")
-    if not isinstance(d.statuses, Mapping) or not all(
-        isinstance(k, str) and isinstance(v, str) for k, v in d.statuses.items()
-    ):
-        yield d.problem("bad-value", "must map status names to descriptions (strings)", "statuses")
-    if not isinstance(d.initial, str):
+    if not isinstance(d.statuses, Mapping) or not all(_plain(k) and _plain(v) for k, v in d.statuses.items()):
+        yield d.problem("bad-value", "must map status names to descriptions (plain strings)", "statuses")
+    if not _plain(d.initial):
         yield d.problem("bad-initial", f"must be a status name, got {shorten(d.initial)}", "lifecycle.initial")
-    if not isinstance(d.terminal, tuple) or not all(isinstance(s, str) for s in d.terminal):
-        yield d.problem(
-            "bad-value", f"must be a tuple of status names, got {shorten(d.terminal)}", "lifecycle.terminal"
-        )
+    if not isinstance(d.terminal, tuple) or not all(_plain(s) for s in d.terminal):
+        message = f"must be a tuple of status names, got {shorten(d.terminal)}"
+        yield d.problem("bad-value", message, "lifecycle.terminal")
     if not isinstance(d.transitions, tuple) or not all(isinstance(t, Transition) for t in d.transitions):
-        yield d.problem(
-            "bad-value", f"must be a tuple of Transition values, got {shorten(d.transitions)}", "transitions"
-        )
+        message = f"must be a tuple of Transition values, got {shorten(d.transitions)}"
+        yield d.problem("bad-value", message, "transitions")
+
+
+def _plain(value: object) -> bool:
+    # Exactly str: a subclass's own methods could raise inside the checks.
+    return value.__class__ is str
 
 
 def check_name(d: Definition) -> Iterator[Problem]:

@@ -116,7 +116,11 @@ def _line(lines: Mapping[str, int], where: str) -> int | None:
 
 def _place(key: object) -> str:
     """A key of the definition as a place name (shortened when it is not a short string)."""
-    return key if isinstance(key, str) and len(key) <= 64 and key.isprintable() else shorten(key, 40)
+    if isinstance(key, str):
+        key = plain_text(key)
+        if len(key) <= 64 and key.isprintable():
+            return key
+    return shorten(key, 40)
 
 
 @attrs.define

@@ -63,11 +63,19 @@ def shorten(value: object, limit: int = SHORT_VALUE) -> str:
     whose ``repr`` fails (a hostile object, a structure nested too deeply, an
     integer too long to print) is named by its type instead.
     """
-    if isinstance(value, str | bytes) and len(value) > limit:
-        # Cut before quoting: repr of a huge string would build all of it first.
-        head = repr(value[:limit])
-        unit = "characters" if isinstance(value, str) else "bytes"
-        return f"{head}... ({len(value)} {unit})"
+    # Strings and bytes are read through their base types: a subclass's own
+    # methods (which may raise) are never called, and a huge one is cut
+    # before quoting (repr would build all of it first).
+    if isinstance(value, str):
+        text = str.__str__(value)
+        if len(text) > limit:
+            return f"{text[:limit]!r}... ({len(text)} characters)"
+        return repr(text)
+    if isinstance(value, bytes | bytearray):
+        raw = memoryview(value)
+        if raw.nbytes > limit:
+            return f"{bytes(raw[:limit])!r}... ({raw.nbytes} bytes)"
+        return repr(bytes(raw))
     try:
         text = repr(value)
     except Exception:

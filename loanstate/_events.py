@@ -261,7 +261,11 @@ def _check_fields(given: Mapping[str, object]) -> tuple[dict[str, Any], dict[str
 
 def _key_name(key: object) -> str:
     """A key of an input mapping as it may be named in an error (shortened, never raising)."""
-    return key if isinstance(key, str) and len(key) <= 40 and key.isprintable() else shorten(key, 40)
+    if isinstance(key, str):
+        key = v.plain_text(key)
+        if len(key) <= 40 and key.isprintable():
+            return key
+    return shorten(key, 40)
 
 
 def _build(

@@ -242,13 +242,14 @@ class LoanMachine:
             if found is not None:
                 return found
         allowed = self.allowed(before)
-        names = sorted({t for (b, t) in self._triggers if b == before})
+        known = v.plain_text(before)  # allowed() has just said it is a declared status
+        names = sorted({t for (b, t) in self._triggers if b == known})
         raise IllegalTransition(
-            v.plain_text(before),
+            known,
             f"<{_printable_name(trigger)}>",
             allowed,
             reason=f"trigger {shorten(trigger)} does not apply "
-            f"(triggers from {shorten(before)}: {', '.join(names) or 'none'})",
+            f"(triggers from {shorten(known)}: {', '.join(names) or 'none'})",
         )
 
     def _rule(self, before: object, after: object) -> tuple[str, str, bool] | None:
