@@ -386,7 +386,11 @@ class LoanMachine:
 
 def _printable_name(value: object) -> str:
     """A trigger, as an ``after`` placeholder in an error: itself when it is short printable text."""
-    return value if isinstance(value, str) and len(value) <= 64 and value.isprintable() else shorten(value, 40)
+    if isinstance(value, str):
+        value = v.plain_text(value)
+        if len(value) <= 64 and value.isprintable():
+            return value
+    return shorten(value, 40)
 
 
 def _guarded_transitions(

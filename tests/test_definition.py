@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import threading
 from pathlib import Path
 
 import pytest
@@ -181,3 +183,80 @@ def test_invalid_definition_message_lists_all_problems() -> None:
     text = str(info.value)
     assert text.startswith("invalid lifecycle definition: 3 problems\n")
     assert "  - statuses.B: status 'B' cannot be reached from 'A'" in text
+
+
+def _problems_soon(path: object) -> list[Problem]:
+    """problems_in_file(path), in a thread: a regression that blocks fails this test instead of hanging the suite."""
+    found: list[list[Problem]] = []
+    worker = threading.Thread(target=lambda: found.append(LoanMachine.problems_in_file(path)), daemon=True)  # type: ignore[arg-type]
+    worker.start()
+    worker.join(timeout=60)
+    assert found, f"reading {path} blocked"
+    return found[0]
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="FIFOs are a POSIX feature")
+def test_a_fifo_is_refused_without_blocking(tmp_path: Path) -> None:
+    """A FIFO with no writer is refused as not a regular file, by check and from_file alike, without blocking."""
+    path = tmp_path / "lifecycle.toml"
+    os.mkfifo(path)
+    (problem,) = _problems_soon(path)
+    assert problem.code == "unreadable"
+    assert "not a regular file" in problem.message
+    with pytest.raises(InvalidDefinition, match="not a regular file"):
+        LoanMachine.from_file(path)
+
+
+@pytest.mark.skipif(not Path("/dev/zero").exists(), reason="no /dev/zero here")
+def test_dev_zero_is_refused_without_reading() -> None:
+    """/dev/zero (endless, reporting size 0) is refused as not a regular file instead of read until memory runs out."""
+    (problem,) = _problems_soon("/dev/zero")
+    assert problem.code == "unreadable"
+    assert "not a regular file" in problem.message
+
+
+@pytest.mark.parametrize(
+    ("depth", "message"),
+    [(20, "nests"), (3000, "nests too deeply")],
+    ids=["past-the-limit", "past-python-recursion"],
+)
+def test_deep_nesting_is_one_clear_problem(tmp_path: Path, depth: int, message: str) -> None:
+    """TOML nested beyond a sane depth is an 'unreadable' problem, never a RecursionError."""
+    path = tmp_path / "deep.toml"
+    path.write_text("x = " + "[" * depth + "]" * depth + "\n", encoding="utf-8")
+    (problem,) = _problems_soon(path)
+    assert problem.code == "unreadable"
+    assert message in problem.message
+    assert len(problem.message) < 200
+
+
+def test_a_sane_depth_is_read(tmp_path: Path) -> None:
+    """Nesting within the limit is read as usual (and judged by the schema)."""
+    path = tmp_path / "nested.toml"
+    path.write_text('[lifecycle]\ninitial = "A"\nterminal = [["A"]]\n[statuses]\nA = ""\n', encoding="utf-8")
+    assert sorted(p.code for p in LoanMachine.problems_in_file(path)) == ["bad-value", "dead-end"]  # A is not terminal
+
+
+@pytest.mark.parametrize(
+    "path",
+    [b"/nonexistent/\xff.toml", "x" * 10_000, Path("/nonexistent") / ("y" * 300)],
+    ids=["bytes", "too-long", "long-component"],
+)
+def test_odd_paths_are_one_clear_short_problem(path: object) -> None:
+    """Odd paths are one 'unreadable' problem whose text stays short."""
+    (problem,) = LoanMachine.problems_in_file(path)  # type: ignore[arg-type]
+    assert problem.code == "unreadable"
+    assert len(str(problem)) < 500
+
+
+def test_implicit_trigger_clash_in_a_file_is_reported_with_its_line(tmp_path: Path) -> None:
+    """A trigger named like another transition's implicit to_<after>, leading elsewhere, is ambiguous, with its line."""
+    path = tmp_path / "clash.toml"
+    path.write_text(
+        '[lifecycle]\ninitial = "A"\nterminal = ["B", "C"]\n[statuses]\nA = ""\nB = ""\nC = ""\n'
+        '[[transitions]]\nbefore = "A"\nafter = "B"\n'
+        '[[transitions]]\nbefore = "A"\nafter = "C"\ntrigger = "to_B"\n',
+        encoding="utf-8",
+    )
+    (problem,) = LoanMachine.problems_in_file(path)
+    assert (problem.code, problem.where, problem.line) == ("ambiguous-trigger", "transitions[2]", 11)
