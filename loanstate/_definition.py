@@ -342,6 +342,7 @@ def _source_name(path: object) -> str | Problem:
         name = os.fsdecode(name)
     if not isinstance(name, str):
         return Problem("unreadable", f"not a file path: {shorten(path)}", "", shorten(path))
+    name = plain_text(name)
     if "\x00" in name:  # the OS would refuse it with a ValueError
         return Problem("unreadable", "a file path cannot contain a NUL character", "", shorten(name))
     if len(name) > _MAX_PATH:
@@ -366,6 +367,8 @@ def _read_regular_file(source: str) -> bytes:
         raise _Unreadable("is a directory, not a lifecycle file") from None
     except OSError as exc:
         raise _Unreadable(f"cannot read: {exc.strerror or exc}") from None
+    except ValueError:  # a name the file system cannot encode (a lone surrogate)
+        raise _Unreadable("is not a name this file system can hold") from None
     try:
         info = os.fstat(descriptor)
         if stat.S_ISDIR(info.st_mode):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -22,6 +23,7 @@ from loanstate import (
     derive_request_id,
 )
 from loanstate._definition import Definition
+from loanstate._errors import shorten
 
 MACHINE = default_machine()
 AT = datetime(2024, 1, 1, tzinfo=UTC)
@@ -412,3 +414,49 @@ def test_diagrams_carry_no_control_characters() -> None:
     assert "two lines here " in machine.to_dot()
     with pytest.raises(InvalidDefinition, match=r"lifecycle\.name"):
         LoanMachine.define(name="evil\x1b]0;title\x07", statuses=["A"], initial="A", terminal=["A"], transitions=[])
+
+
+# -- the event's own entry points ------------------------------------------------------------------
+
+_FIELDS = ("loan_apply_no", "before_status", "after_status", "change_time", "request_id", "customer_id")
+_VALID: dict[str, Any] = {
+    "loan_apply_no": "FI1",
+    "before_status": "NEW",
+    "after_status": "OVERDUE",
+    "change_time": AT,
+    "request_id": "r1",
+}
+
+
+@given(st.sampled_from(_FIELDS), hostile_values())
+def test_the_event_gives_a_typed_error_or_a_valid_event(field: str, value: object) -> None:
+    """LoanChangeEvent(...) and from_dict with a hostile value in any field: InvalidEvent or a well-formed event."""
+    for make in (
+        lambda: LoanChangeEvent(**{**_VALID, field: value}),
+        lambda: LoanChangeEvent.from_dict({**_VALID, field: value}),
+    ):
+        event = _typed_or_right(make)
+        if event is not None:
+            assert isinstance(event, LoanChangeEvent)
+            assert LoanChangeEvent.from_dict(event.to_dict()) == event
+
+
+@given(st.sampled_from(_FIELDS), hostile_values())
+def test_from_top_param_gives_a_typed_error_or_a_valid_event(field: str, value: object) -> None:
+    """from_top_param of JSON carrying a hostile value (as JSON can hold it) is InvalidEvent or a valid event."""
+    try:
+        text = json.dumps({**_VALID, "change_time": "2024-01-01 08:00:00", field: value}, ensure_ascii=False)
+    except (TypeError, ValueError, RecursionError):
+        text = shorten(value, 1000)
+    event = _typed_or_right(LoanChangeEvent.from_top_param, text)
+    assert event is None or LoanChangeEvent.from_top_param(event.to_top_param()) == event  # type: ignore[attr-defined]
+
+
+@given(hostile_values())
+def test_reading_a_definition_file_gives_problems_never_an_exception(path: object) -> None:
+    """problems_in_file and from_file with a hostile path: 'unreadable' problems, never a raw error."""
+    problems = LoanMachine.problems_in_file(path)  # type: ignore[arg-type]
+    assert problems
+    assert all(len(str(p)) < 1000 for p in problems)
+    with pytest.raises(InvalidDefinition):
+        LoanMachine.from_file(path)  # type: ignore[arg-type]
