@@ -67,6 +67,8 @@ ANOMALY_KINDS: Final[tuple[AnomalyKind, ...]] = (
     "unknown-status",
 )
 _REQUIRED: Final = ("loan_apply_no", "before_status", "after_status", "change_time", "request_id")
+# One record of a loan: the record, the anomaly planted in it (or None), and how.
+_Row = tuple[dict[str, str], AnomalyKind | None, str]
 
 
 @attrs.frozen
@@ -289,7 +291,7 @@ def histories(
     )
     count = draw(st.integers(*loans))
     numbers = draw(st.lists(loan_numbers(), min_size=count + len(planned), max_size=count + len(planned), unique=True))
-    per_loan: list[list[tuple[dict[str, str], AnomalyKind | None, str]]] = []
+    per_loan: list[list[_Row]] = []
     for index, number in enumerate(numbers):
         kind = planned[index - count] if index >= count else None
         prefix = walk(
@@ -303,14 +305,21 @@ def histories(
             avoid_dead_end=kind is not None,
         )
         planted = _plant(draw, m, kind, prefix) if kind is not None and prefix else None
-        rows: list[tuple[dict[str, str], AnomalyKind | None, str]] = [(e.to_dict(), None, "") for e in prefix]
+        rows: list[_Row] = [(e.to_dict(), None, "") for e in prefix]
         if planted is not None and kind is not None:
             rows.append((planted[0], kind, planted[1]))
         if rows:
             per_loan.append(rows)
 
-    # Interleave: a drawn permutation of "which loan's next record comes now",
-    # which shrinks towards one loan after another.
+    return _interleave(draw, per_loan)
+
+
+def _interleave(draw: st.DrawFn, per_loan: list[list[_Row]]) -> History:
+    """Each loan's rows in order, the loans interleaved; a duplicate request id is copied here, once it has a source.
+
+    The interleaving is a drawn permutation of "which loan's next record comes
+    now", which shrinks towards one loan after another.
+    """
     order = draw(st.permutations([i for i, rows in enumerate(per_loan) for _ in rows]))
     cursor = [0] * len(per_loan)
     records: list[dict[str, str]] = []
