@@ -247,6 +247,7 @@ def parse_top_time(value: object) -> datetime:
     """
     if not isinstance(value, str):
         raise FieldProblem(f"must be a string 'yyyy-MM-dd HH:mm:ss' (GMT+8), got {type(value).__name__}")
+    value = plain_text(value)
     found = _TOP_TIME.fullmatch(value)
     if found is None:
         raise FieldProblem(f"must be 'yyyy-MM-dd HH:mm:ss' (GMT+8, the API's format), got {shorten(value)}")
@@ -261,6 +262,7 @@ def parse_top_time(value: object) -> datetime:
 def parse_iso_time(value: object) -> datetime:
     """An aware datetime, or an ISO 8601 string with an offset, as a checked aware datetime."""
     if isinstance(value, str):
+        value = plain_text(value)
         try:
             moment = datetime.fromisoformat(value)
         except ValueError:

@@ -460,3 +460,15 @@ def test_reading_a_definition_file_gives_problems_never_an_exception(path: objec
     assert all(len(str(p)) < 1000 for p in problems)
     with pytest.raises(InvalidDefinition):
         LoanMachine.from_file(path)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("field", _FIELDS)
+def test_a_raising_str_subclass_in_any_field_is_read_as_its_value(field: str) -> None:
+    """A str subclass whose methods raise, in any field of from_dict or from_top_param's time, never escapes as-is."""
+    for make in (
+        lambda: LoanChangeEvent(**{**_VALID, field: HostileStr("X1")}),
+        lambda: LoanChangeEvent.from_dict({**_VALID, field: HostileStr("X1")}),
+        lambda: LoanChangeEvent.from_dict({**_VALID, "change_time": HostileStr("2024-01-01T00:00:00+00:00")}),
+    ):
+        event = _typed_or_right(make)
+        assert event is None or isinstance(event, LoanChangeEvent)
