@@ -72,7 +72,8 @@ def imported(path: Path, name: str, known: set[str]) -> Iterator[str]:
             targets = [f"{source}.{a.name}" if f"{source}.{a.name}" in known else source for a in node.names]
         else:
             continue
-        for target in targets:
+        for written in targets:
+            target = written
             while target and target not in known:
                 target = target.rpartition(".")[0]
             if target.startswith("loanstate") and target != name:

@@ -7,6 +7,7 @@ in one transaction; :class:`~loanstate.Dispatcher` drains the outbox.
 from __future__ import annotations
 
 from loanstate.store._dialects import make_engine
+from loanstate.store._migrate import SchemaStatus
 from loanstate.store._outbox import Outbox
 from loanstate.store._records import Change, Claim, OutboxEntry, OutboxState, OutboxStatus, Outcome, ParkedLoan
 from loanstate.store._schema import SCHEMA_VERSION
@@ -22,6 +23,7 @@ __all__ = [
     "OutboxStatus",
     "Outcome",
     "ParkedLoan",
+    "SchemaStatus",
     "SqlStore",
     "make_engine",
 ]

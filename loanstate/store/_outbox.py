@@ -287,7 +287,7 @@ class Outbox:
             conn.execute(
                 sa.update(outbox)
                 .where(outbox.c.id == row.id)
-                .values(state="skipped", lease_owner=None, lease_expires_at=None)
+                .values(state="skipped", lease_owner=None, lease_expires_at=None, skipped_at=self.clock())
             )
             return _event(row.payload)
 

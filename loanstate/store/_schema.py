@@ -18,8 +18,10 @@ from loanstate.store._dialects import TABLE_OPTIONS, BigId, Key, UtcDateTime
 
 __all__ = ["SCHEMA_VERSION", "history", "loans", "meta", "metadata", "outbox"]
 
-#: Bump on every change to the tables below, with a migration from the previous one.
-SCHEMA_VERSION: Final = 1
+#: Bump on every change to the tables below, with a migration from the previous one
+#: (loanstate/store/_migrate.py). 2: ``outbox.skipped_at`` and the index that keeps
+#: pruning delivered rows fast on a large table.
+SCHEMA_VERSION: Final = 2
 
 # Every text field of an event is at most 64 characters (see loanstate._events).
 _TEXT: Final = 64
@@ -85,7 +87,12 @@ outbox: Final = sa.Table(
     sa.Column("trace_id", Key(128)),
     sa.Column("created_at", UtcDateTime, nullable=False),
     sa.Column("delivered_at", UtcDateTime),
+    # When an operator set the event aside; with delivered_at, what retention counts from.
+    sa.Column("skipped_at", UtcDateTime),
     sa.UniqueConstraint("loan_apply_no", "sequence", name="uq_loanstate_outbox_loan_sequence"),
+    # The claim's index: the due pending rows, found without reading the delivered ones.
     sa.Index("ix_loanstate_outbox_due", "state", "next_attempt_at"),
+    # Retention's index: the oldest delivered rows first, in batches.
+    sa.Index("ix_loanstate_outbox_delivered", "state", "delivered_at"),
     **TABLE_OPTIONS,
 )

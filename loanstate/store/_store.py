@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any, Final, TypeVar
 
@@ -11,12 +11,14 @@ import attrs
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from loanstate._errors import ConcurrentChange, InvalidEvent, UnknownLoan
+from loanstate._errors import ConcurrentChange, InvalidConfiguration, InvalidEvent, UnknownLoan
 from loanstate._events import LoanChangeEvent, _check_text, derive_request_id
 from loanstate._machine import LoanMachine, default_machine
 from loanstate.store import _schema as schema
 from loanstate.store._dialects import READ_ONLY, UtcDateTime, insert_if_absent, make_engine, retrying
+from loanstate.store._migrate import SchemaStatus, schema_status, upgrade
 from loanstate.store._outbox import Outbox
+from loanstate.store._prune import prune_batches
 from loanstate.store._records import Change, OutboxEntry, OutboxStatus
 
 __all__ = ["SqlStore"]
@@ -115,7 +117,11 @@ class SqlStore:
     # -- schema ---------------------------------------------------------------
 
     def create_schema(self) -> None:
-        """Create the tables if they are missing and record :data:`SCHEMA_VERSION`; safe to call every start."""
+        """Create the tables if they are missing and record :data:`SCHEMA_VERSION`; safe to call every start.
+
+        A database created by an older loanstate is refused (``InvalidConfiguration``
+        naming ``loanstate db upgrade``): nothing is migrated behind the operator's back.
+        """
 
         def create(conn: Connection) -> None:
             schema.metadata.create_all(conn, checkfirst=True)
@@ -129,10 +135,18 @@ class SqlStore:
         for tries_left in reversed(range(len(schema.metadata.tables) + 1)):
             try:
                 retrying(lambda: self._in_transaction(create))
-                return
+                break
             except sa.exc.DBAPIError:
                 if tries_left == 0:
                     raise
+        found = self.schema_version()
+        if found != schema.SCHEMA_VERSION:
+            fix = "run `loanstate db upgrade`" if (found or 0) < schema.SCHEMA_VERSION else "upgrade loanstate"
+            raise InvalidConfiguration(
+                "database",
+                self.engine.url.render_as_string(hide_password=True),
+                f"holds loanstate schema version {found}, this loanstate uses {schema.SCHEMA_VERSION}: {fix}",
+            )
 
     def schema_version(self) -> int | None:
         """The schema version recorded in the database, or ``None`` before :meth:`create_schema`."""
@@ -386,6 +400,42 @@ class SqlStore:
     def outbox_entries(self, loan_apply_no: str | None = None) -> list[OutboxEntry]:
         """The outbox rows of one loan (by sequence), or of every loan (oldest first)."""
         return self.outbox.entries(loan_apply_no)
+
+    # -- schema versions and retention ---------------------------------------------
+
+    def schema_status(self) -> SchemaStatus:
+        """The schema version the database records, this loanstate's, and the rows of each table."""
+        return schema_status(self.engine)
+
+    def upgrade_schema(self) -> list[str]:
+        """Migrate the database to this loanstate's schema version; returns the steps run.
+
+        Stop every worker first: an older loanstate may not write the newer tables.
+        Safe to run again after an interruption (each step checks before it changes).
+        """
+        return upgrade(self.engine)
+
+    def prune(
+        self,
+        *,
+        delivered_before: datetime,
+        batch_size: int = 1000,
+        archive: Callable[[Sequence[Mapping[str, Any]]], None] | None = None,
+    ) -> int:
+        """Delete delivered and skipped outbox rows settled before ``delivered_before``; return how many.
+
+        Never a pending, parked or leased row; history is kept. Each batch of at
+        most ``batch_size`` rows is its own short transaction; ``archive``, when
+        given, receives each batch's rows (all columns) before its delete commits.
+        """
+        return sum(
+            prune_batches(
+                lambda fn: retrying(lambda: self._in_transaction(fn)),
+                delivered_before=delivered_before,
+                batch_size=batch_size,
+                archive=archive,
+            )
+        )
 
     # -- transactions -----------------------------------------------------------
 
