@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
+import _schema_v1 as v1
 import pytest
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
@@ -13,7 +14,6 @@ from alembic.migration import MigrationContext
 from loanstate import InvalidConfiguration
 from loanstate.store import SCHEMA_VERSION, SqlStore
 from loanstate.store import _schema as schema
-from tests import _schema_v1 as v1
 
 T0 = datetime(2024, 3, 1, 9, 0, tzinfo=UTC)
 
