@@ -10,7 +10,7 @@ from loanstate.store._dialects import make_engine
 from loanstate.store._migrate import SchemaStatus
 from loanstate.store._outbox import Outbox
 from loanstate.store._records import Change, Claim, OutboxEntry, OutboxState, OutboxStatus, Outcome, ParkedLoan
-from loanstate.store._schema import SCHEMA_VERSION
+from loanstate.store._schema import SCHEMA_VERSION, metadata
 from loanstate.store._store import SqlStore
 
 __all__ = [
@@ -26,4 +26,5 @@ __all__ = [
     "SchemaStatus",
     "SqlStore",
     "make_engine",
+    "metadata",
 ]
