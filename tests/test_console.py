@@ -207,7 +207,7 @@ def test_search_without_a_query_explains_itself(book_store: SqlStore) -> None:
 
 
 def test_static_assets_are_shipped_in_the_package(book_store: SqlStore) -> None:
-    """The stylesheet comes from the package and no page loads anything from another site."""
+    """The stylesheet comes from the package, no page loads anything from another site or needs a script."""
     client = client_for(book_store)
     css = client.get("/static/console.css")
     assert css.status_code == 200
@@ -216,6 +216,7 @@ def test_static_assets_are_shipped_in_the_package(book_store: SqlStore) -> None:
     for path in ("/", "/parked", "/loans", loan_url("P-A1"), "/search?q=P"):
         page = client.get(path)
         assert not re.search(r'(src|href)="(https?:)?//', page.text), path
+        assert "<script" not in page.text, path  # readable with JavaScript off: there is none
         assert page.headers["content-security-policy"].startswith("default-src 'self'")
 
 

@@ -256,3 +256,56 @@ def test_console_command_refuses_a_password_in_the_url() -> None:
     done = _loanstate("console", "--db", "postgresql+psycopg://u:hunter2-secret@127.0.0.1/loans")
     assert done.returncode == 2
     assert "hunter2-secret" not in done.stderr + done.stdout
+
+
+def test_console_command_serves_and_logs_each_action(tmp_path: Path) -> None:
+    """`loanstate console --allow-actions` serves on loopback; a retry by bearer token is logged with its loan."""
+    db = f"sqlite:///{tmp_path / 'served.db'}"
+    store = SqlStore(db)
+    store.create_schema()
+    run_with_faults(store)
+    store.close()
+    token = "served-token-0123456789"
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("LOANSTATE_")}
+    environment["LOANSTATE_CONSOLE_TOKEN"] = token
+    port = _free_port()
+    command = [sys.executable, "-m", "loanstate", "console", "--db", db, "--port", str(port), "--allow-actions"]
+    server = subprocess.Popen(command, env=environment, stderr=subprocess.PIPE, text=True)
+    try:
+        answer = _wait_for_console(port, token)
+        assert answer.status_code == 200
+        done = httpx2.post(
+            f"http://127.0.0.1:{port}/loans/M-01/retry", headers={"authorization": f"Bearer {token}"}, timeout=10
+        )
+        assert done.json() == {"action": "retry", "count": 1, "loans": ["M-01"]}
+        refused = httpx2.post(f"http://127.0.0.1:{port}/loans/M-02/retry", timeout=10)
+        assert refused.status_code == 401
+    finally:
+        server.terminate()
+        _, stderr = server.communicate(timeout=30)
+    assert 'console retry by bearer token from 127.0.0.1: 1 event(s); loans ["M-01"]' in stderr
+    assert "console retry refused from 127.0.0.1: no token" in stderr
+    assert token not in stderr
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _wait_for_console(port: int, token: str) -> httpx2.Response:
+    import time
+
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            return httpx2.get(
+                f"http://127.0.0.1:{port}/metrics", headers={"authorization": f"Bearer {token}"}, timeout=5
+            )
+        except httpx2.TransportError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import logging
 import os
 
 import click
@@ -61,6 +62,12 @@ def console(
         ) from None
     from loanstate.cli.operate import open_store, settings
 
+    # Uvicorn configures only its own loggers: the action log needs a handler of its own.
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    action_log = logging.getLogger("loanstate.console")
+    action_log.addHandler(handler)
+    action_log.setLevel(logging.INFO)
     with open_store(settings(config, db)) as store:
         app = create_app(store, token=token, allow_actions=allow_actions, refresh_seconds=refresh, page_size=page_size)
         shown = store.engine.url.render_as_string(hide_password=True)
