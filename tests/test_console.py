@@ -488,3 +488,31 @@ def test_ten_thousand_loans_page_through_in_order(tmp_path: Path) -> None:
     assert "BIG-00100" in second.text
     assert "BIG-00099" not in second.text
     store.close()
+
+
+# -- pure pieces, by property ------------------------------------------------------------
+
+
+@given(st.one_of(st.none(), st.text(max_size=80)))
+def test_a_redirect_target_never_leaves_the_console(target: str | None) -> None:
+    """Whatever ``next`` a form posts, the redirect is a path on this site: one leading slash, no backslash."""
+    from loanstate.console._app import _safe_next
+
+    safe = _safe_next(target)
+    assert safe.startswith("/")
+    assert not safe.startswith("//")
+    assert "\\" not in safe
+    assert safe == target or safe == "/"
+
+
+@given(st.lists(st.integers(min_value=0, max_value=10_000), min_size=1, max_size=300))
+def test_the_chart_draws_every_busy_minute_within_its_box(per_minute: list[int]) -> None:
+    """One bar per minute with deliveries, none taller than the chart, the busiest exactly full height."""
+    from loanstate.console._render import chart
+
+    drawn = chart(tuple(per_minute), datetime(2026, 11, 30, 9, 0, tzinfo=UTC))
+    assert len(drawn.bars) == sum(1 for n in per_minute if n)
+    assert all(0 < bar.h <= drawn.height and bar.y >= 0 and bar.x < drawn.width for bar in drawn.bars)
+    if drawn.bars:
+        assert max(bar.h for bar in drawn.bars) == drawn.height
+    assert drawn.summary.startswith(f"{sum(per_minute)} deliveries")
