@@ -516,3 +516,21 @@ def test_the_chart_draws_every_busy_minute_within_its_box(per_minute: list[int])
     if drawn.bars:
         assert max(bar.h for bar in drawn.bars) == drawn.height
     assert drawn.summary.startswith(f"{sum(per_minute)} deliveries")
+
+
+def test_parked_groups_and_their_loans_page(book_store: SqlStore) -> None:
+    """With two rows a page, the groups and a group's loans continue on a next page, each row once."""
+    client = client_for(book_store, page_size=2)
+    key = group_key(f"PermanentDeliveryError: {ERROR_A}")
+    first = client.get(f"/parked/{key}")
+    assert first.text.count("<tr>") == 1 + 2
+    found = re.search(r'<a rel="next" href="([^"]+)"', first.text)
+    assert found is not None
+    second = client.get(html.unescape(found.group(1)))
+    assert second.text.count("<tr>") == 1 + 1
+    assert 'rel="next"' not in second.text
+    shown = re.findall(r'<td><a href="/loans/([^"]+)">', first.text + second.text)
+    assert sorted(shown) == sorted(PARKED_A)
+    one_a_page = client_for(book_store, page_size=1).get("/parked")
+    assert one_a_page.text.count('<td class="error">') == 1
+    assert 'rel="next" href="/parked?page=2"' in one_a_page.text

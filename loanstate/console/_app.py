@@ -123,7 +123,16 @@ class _Console:
 
     async def parked(self, request: Request) -> Response:
         groups = await run_in_threadpool(inspect.parked_groups, self.store.engine)
-        return self.page(request, "parked.html", refresh=True, page="parked", groups=groups)
+        number = _page_number(request)
+        start = (number - 1) * self.page_size
+        return self.page(
+            request,
+            "parked.html",
+            refresh=True,
+            page="parked",
+            groups=groups[start : start + self.page_size],
+            **_pages(request, number, more=len(groups) > start + self.page_size),
+        )
 
     async def group(self, request: Request) -> Response:
         group = await run_in_threadpool(inspect.parked_group, self.store.engine, request.path_params["key"])
