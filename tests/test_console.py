@@ -382,13 +382,16 @@ def test_a_forged_session_cookie_counts_for_nothing(book_store: SqlStore) -> Non
     assert refused.status_code == 401
 
 
-def test_login_with_a_wrong_token_is_refused(book_store: SqlStore) -> None:
-    """A wrong token at the login form: 403, no cookie."""
+def test_login_with_a_wrong_token_or_from_another_site_is_refused(book_store: SqlStore) -> None:
+    """A wrong token at the login form, or the right one posted from another site: 403, no cookie."""
     client = client_for(book_store, token=TOKEN, allow_actions=True)
     refused = client.post("/login", data={"token": "not-the-token-at-all", "next": "/"})
     assert refused.status_code == 403
     assert COOKIE not in refused.cookies
     assert "That is not the console" in refused.text
+    cross_site = client.post("/login", data={"token": TOKEN}, headers={"origin": "http://evil.example"})
+    assert cross_site.status_code == 403
+    assert COOKIE not in cross_site.cookies
 
 
 def test_the_session_cookie_is_http_only_and_holds_no_secret(book_store: SqlStore) -> None:

@@ -215,6 +215,9 @@ class _Console:
         target = _safe_next(form.get("next"))
         if self.auth.token is None:
             return self.message(request, 404, "No login", "This console has no token: it is read-only.")
+        if not self.auth.same_origin(request):
+            # Another site posting our login form would log the browser into a session of its choosing.
+            return self.message(request, 403, "Refused", "A login must come from the console's own page.")
         if not self.auth.token_matches(form.get("token", "")):
             _log.warning("console login refused from %s: wrong token", _client(request))
             return self.page(request, "login.html", status=403, next=target, error="That is not the console's token.")

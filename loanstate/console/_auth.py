@@ -91,13 +91,14 @@ class Auth:
         """Whether a session POST is the console's own form: same origin, matching CSRF value."""
         if caller.how == "bearer":
             return True  # a browser never adds an Authorization header on its own
-        if caller.how != "session" or not caller.csrf or not form_csrf:
-            return False
-        origin = request.headers.get("origin")
-        if origin and origin != "null":
-            parts = urlsplit(origin)
-            if parts.netloc != request.headers.get("host", request.url.netloc):
-                return False
-        elif origin == "null":
+        if caller.how != "session" or not caller.csrf or not form_csrf or not Auth.same_origin(request):
             return False
         return hmac.compare_digest(form_csrf.encode(), caller.csrf.encode())
+
+    @staticmethod
+    def same_origin(request: Request) -> bool:
+        """Whether a browser's POST comes from the console's own pages (a request without ``Origin`` passes)."""
+        origin = request.headers.get("origin")
+        if origin is None:
+            return True
+        return origin != "null" and urlsplit(origin).netloc == request.headers.get("host", request.url.netloc)
