@@ -253,3 +253,26 @@ def test_an_action_without_the_token_is_refused(browser: Any, served: tuple[str,
     _log_in(driver, base)
     assert driver.execute_async_script(post, f"{base}/loans/P-B1/retry") == 403
     assert "P-B1" in {p.loan_apply_no for p in store.outbox_status().parked_loans}
+
+
+def test_a_paused_dispatcher_shows_its_cause_and_fix(browser: Any, served: tuple[str, SqlStore]) -> None:
+    """A pause a dispatcher recorded heads the overview with its cause, the fix and the worker."""
+    from loanstate.console import PauseRecorder
+    from loanstate.dispatch import Pause
+
+    base, store = served
+    driver = browser
+    _log_in(driver, base)
+    recorder = PauseRecorder(store, "dispatcher-2.lender.example:5151")
+    remedy = "the platform rejects our signature: check LOANSTATE_APP_SECRET"
+    recorder.on_paused(Pause("signature", remedy, "code 25: Invalid signature", datetime.now(UTC)))
+    try:
+        driver.get(f"{base}/")
+        banner = _wait(driver, ".alert", "Delivery is paused")
+        assert remedy in banner.text
+        assert "dispatcher-2.lender.example:5151" in banner.text
+        _shot(driver, "paused-1280.png", DESKTOP)
+    finally:
+        recorder.on_resumed()
+    driver.get(f"{base}/")
+    assert "Delivery is running" in _wait(driver, ".ok", "Delivery is running").text
