@@ -69,6 +69,7 @@ def test_db_upgrade_from_schema_1(tmp_path: Path) -> None:
     assert upgraded.stdout.splitlines() == [
         "added column loanstate_outbox.skipped_at",
         "added index ix_loanstate_outbox_delivered",
+        "added table loanstate_pauses",
         "schema version 1 -> 2",
         "schema version 2: up to date",
     ]

@@ -22,6 +22,7 @@ from loanstate.cli._common import (
     first_line,
 )
 from loanstate.cli.audit import audit
+from loanstate.cli.console import console
 from loanstate.cli.db import db, prune
 from loanstate.cli.lifecycle import check, diagram
 from loanstate.cli.operate import deliver, demo, gateway, outbox
@@ -45,7 +46,7 @@ def cli() -> None:
 # -- check -------------------------------------------------------------------------
 
 # One line per command: what the command line offers is read here, in one place.
-for _command in (demo, check, diagram, audit, gateway, deliver, outbox, db):
+for _command in (demo, check, diagram, audit, gateway, deliver, outbox, db, console):
     cli.add_command(_command)
 outbox.add_command(prune)
 

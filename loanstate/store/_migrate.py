@@ -124,9 +124,17 @@ def _add_index(conn: Connection, index: sa.Index) -> list[str]:
     return [f"added index {index.name}"]
 
 
+def _add_table(conn: Connection, table: sa.Table) -> list[str]:
+    if sa.inspect(conn).has_table(table.name):
+        return []
+    table.create(conn)
+    return [f"added table {table.name}"]
+
+
 def _to_2(conn: Connection) -> list[str]:
-    """1 -> 2: ``outbox.skipped_at`` (retention counts a skipped row's age from it) and the index
-    on (state, delivered_at) that lets pruning find the oldest delivered rows without a scan."""
+    """1 -> 2: ``outbox.skipped_at`` (retention counts a skipped row's age from it), the index
+    on (state, delivered_at) that lets pruning find the oldest delivered rows without a scan,
+    and ``loanstate_pauses`` (a dispatcher's pause, for the console)."""
     outbox = schema.outbox
     done = _add_column(conn, outbox, outbox.c.skipped_at)
     # Schema 1 kept no time for a skip: the row's creation is the best bound we have.
@@ -136,7 +144,7 @@ def _to_2(conn: Connection) -> list[str]:
         .values(skipped_at=outbox.c.created_at)
     )
     index = next(ix for ix in outbox.indexes if ix.name == "ix_loanstate_outbox_delivered")
-    return done + _add_index(conn, index)
+    return done + _add_index(conn, index) + _add_table(conn, schema.pauses)
 
 
 _STEPS: Final[dict[int, Callable[[Connection], list[str]]]] = {1: _to_2}
