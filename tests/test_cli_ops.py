@@ -16,7 +16,7 @@ import sqlalchemy as sa
 
 from loanstate import Dispatcher, InMemoryNotifier, PermanentDeliveryError, SqlStore, TopNotifier, default_machine
 from loanstate._events import TOP_TIMEZONE
-from loanstate.testing import FakeTopGateway
+from loanstate.fake import FakeTopGateway
 
 SCRIPT = Path(sys.executable).with_name("loanstate")
 SECRET = "s3cret-not-to-be-shown"
@@ -29,10 +29,13 @@ def clean_env(**extra: str) -> dict[str, str]:
     return {**env, "COLUMNS": "200", **extra}
 
 
-def run(*args: str | Path, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    """Run ``loanstate ARGS`` with a clean environment (plus ``env``)."""
+def run(
+    *args: str | Path, env: dict[str, str] | None = None, timeout: float = 120, stdin: str = ""
+) -> subprocess.CompletedProcess[str]:
+    """Run ``loanstate ARGS`` with a clean environment (plus ``env``), ``stdin`` as its input."""
     return subprocess.run(
         [str(SCRIPT), *map(str, args)],
+        input=stdin,
         capture_output=True,
         text=True,
         check=False,
@@ -224,10 +227,11 @@ def test_outbox_status_retry_and_skip_resolve_a_parked_loan(loans_db: tuple[str,
     assert run("outbox", "retry", "FI0", "--db", url).returncode == 0
     assert run("outbox", "retry", "FI0", "--db", url).returncode == 1  # nothing parked any more
     Dispatcher(store, notifier).run_once()  # fails for good again: parked again
-    skipped = run("outbox", "skip", parked["request_id"], "--db", url)
+    skipped = run("outbox", "skip", parked["request_id"], "--db", url, stdin="y\n")
     assert skipped.returncode == 0, skipped.stderr
-    assert "FI0" in skipped.stdout
-    assert "no event with request_id" in one_line_error(run("outbox", "skip", "no-such-id", "--db", url))
+    assert "FI0" in skipped.stderr  # the confirmation names the loan
+    assert "skipped 1 event" in skipped.stdout
+    assert "no event with request_id" in one_line_error(run("outbox", "skip", "no-such-id", "--db", url, "--yes"))
     notifier.clear_failures()
     Dispatcher(store, notifier).run_once()  # the loan's later event goes on
     final = run("outbox", "status", "--db", url)

@@ -22,6 +22,7 @@ __all__ = [
     "debug_option",
     "first_line",
     "load_machine",
+    "printable",
     "stderr",
     "stdout",
 ]
@@ -34,18 +35,33 @@ EXIT_USAGE: Final = 2
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+def printable(text: object, *, keep_newlines: bool = False) -> str:
+    """``text`` safe for a terminal: every control or other non-printable character shown as an escape.
+
+    Loan numbers, statuses, descriptions and error messages come from input; an
+    ESC byte in one must not reach the terminal, where it could recolour,
+    retitle or rewrite what the operator reads. ``\\x1b`` is shown instead, so the
+    oddity stays visible. ``keep_newlines`` keeps line ends (multi-line text).
+    """
+    value = str(text)
+    if value.isprintable():  # the usual case: one C-level scan
+        return value
+    return "".join(ch if ch.isprintable() or (keep_newlines and ch == "\n") else ascii(ch)[1:-1] for ch in value)
+
+
 class InputError(click.ClickException):
     """Bad input: one clear line on stderr, exit status 2."""
 
     exit_code = EXIT_USAGE
 
     def show(self, file: Any = None) -> None:
-        click.echo(f"loanstate: error: {self.format_message()}", err=True)
+        click.echo(f"loanstate: error: {printable(self.format_message())}", err=True)
 
 
 def first_line(exc: BaseException) -> str:
+    """The first line of ``exc``'s message (its class name when it has none), safe for a terminal."""
     text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0]
+    return printable(text.splitlines()[0])
 
 
 def debug_option(fn: F) -> F:
