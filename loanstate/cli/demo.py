@@ -123,24 +123,29 @@ def summary_table(summary: DemoSummary) -> Table:
         title=f"loanstate demo: {summary.loans} loans, seed {summary.seed}, {escape(printable(summary.database))}",
         title_justify="left",
         show_header=False,
+        box=None,
+        pad_edge=False,
     )
     table.add_column("what", no_wrap=True)
     table.add_column("value", justify="right", no_wrap=True)
-    table.add_column("note", style="dim", max_width=30)
-    table.add_row("changes recorded", str(summary.changes), "random legal lifecycles")
-    table.add_row("illegal attempts refused", str(summary.illegal_rejected), "nothing written")
-    table.add_row("events delivered", str(summary.delivered), "accepted by the gateway")
-    table.add_row("not delivered", str(summary.not_delivered), "the next three lines")
-    table.add_row("  parked (head refused)", str(summary.parked_loans), f"platform refuses {before}->{after}")
-    table.add_row("  waiting behind parked", str(summary.waiting_behind_parked), "kept in per-loan order")
-    pending = "[bold red]should be 0[/bold red]" if summary.undelivered else "nothing deliverable left"
-    table.add_row("  still pending", str(summary.undelivered), pending)
-    table.add_row("faults injected", str(summary.faults_injected), "5xx, drops, timeouts, isp.*")
-    table.add_row("replays absorbed", str(summary.replays_absorbed), "same request_id, no effect")
-    table.add_row("rescheduled", str(summary.rescheduled), "retried via the outbox")
-    table.add_row("each request_id effective once", yes(summary.exactly_once), "at the gateway")
-    table.add_row("per-loan order held", yes(summary.order_held), "at the gateway")
-    table.add_row("gateway agrees with store", yes(summary.matches_store), "event by event")
-    table.add_row("elapsed", f"{summary.elapsed:.1f} s", "")
-    table.add_row("throughput", f"{summary.throughput:.0f} events/s", "end to end")
+    table.add_column("note", style="dim")
+    left = "[bold red]deliverable: should be 0[/bold red]" if summary.undelivered else "deliverable: should be 0"
+    for what, value, note in (
+        ("changes recorded", str(summary.changes), "random legal lifecycles"),
+        ("illegal attempts refused", str(summary.illegal_rejected), "nothing written"),
+        ("events delivered", str(summary.delivered), "accepted by the gateway"),
+        ("not delivered", str(summary.not_delivered), "of which:"),
+        ("  parked loans", str(summary.parked_loans), f"platform refuses {before}->{after}"),
+        ("  waiting behind parked", str(summary.waiting_behind_parked), "kept in per-loan order"),
+        ("  left pending", str(summary.undelivered), left),
+        ("faults injected", str(summary.faults_injected), "5xx, drops, timeouts, isp.*"),
+        ("replays absorbed", str(summary.replays_absorbed), "same request_id, no effect"),
+        ("rescheduled", str(summary.rescheduled), "retried via the outbox"),
+        ("each request_id effective once", yes(summary.exactly_once), "at the gateway"),
+        ("per-loan order held", yes(summary.order_held), "at the gateway"),
+        ("gateway agrees with store", yes(summary.matches_store), "event by event"),
+        ("elapsed", f"{summary.elapsed:.1f} s", ""),
+        ("throughput", f"{summary.throughput:.0f} events/s", "end to end"),
+    ):
+        table.add_row(what, value, note)
     return table
