@@ -428,3 +428,38 @@ def test_diagram_never_writes_a_control_character_to_the_terminal(tmp_path: Path
     assert result.returncode in (0, 2), result.stderr
     if result.returncode == 0:
         assert "\\x1b[31mforce" in result.stdout
+
+
+def test_demo_progress_bars_are_gone_before_the_summary_on_a_terminal() -> None:
+    """On a terminal (a pty for stdout and stderr) the bars are erased before the summary and never drawn after it."""
+    import pty
+    import re
+
+    controller, terminal = pty.openpty()
+    with subprocess.Popen(
+        [str(SCRIPT), "demo", "--loans", "30", "--seed", "2"],
+        stdin=subprocess.DEVNULL,
+        stdout=terminal,
+        stderr=terminal,
+        env=clean_env(COLUMNS="100", TERM="xterm"),
+    ) as process:
+        os.close(terminal)
+        chunks = []
+        while True:
+            try:
+                chunk = os.read(controller, 65536)
+            except OSError:  # the other end closed: the demo is done
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        process.wait(timeout=120)
+    os.close(controller)
+    raw = b"".join(chunks).decode("utf-8", errors="replace")
+    assert process.returncode == 0, raw
+    title = raw.index("loanstate demo: 30 loans, seed 2")
+    assert "delivering" in raw[:title]  # the bars were drawn...
+    assert "\x1b[2K" in raw[raw.rindex("delivering") : title]  # ...then erased before the summary
+    after = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", raw[title:])
+    assert "delivering" not in after
+    assert "recording" not in after

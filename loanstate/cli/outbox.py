@@ -101,7 +101,9 @@ def _print_status(status: OutboxStatus, groups: list[ParkedGroup], limit: int) -
     if not parked:
         click.echo("no parked loans")
         return
-    click.echo(f"\nparked loans by error ({len(parked)} loans, {len(groups)} distinct errors):")
+    errors = "1 error" if len(groups) == 1 else f"{len(groups)} distinct errors"
+    loans = "1 loan" if len(parked) == 1 else f"{len(parked)} loans"
+    click.echo(f"\nparked loans by error ({loans}, {errors}):")
     width = len(str(groups[0].loans))
     for g in groups:
         error = g.error if len(g.error) <= _ERROR_SHOWN else g.error[: _ERROR_SHOWN - 1] + "…"
