@@ -47,6 +47,7 @@ __all__ = [
     "MAX_CONFIG_BYTES",
     "PRODUCTION_URL",
     "Settings",
+    "check_db_flag",
     "db_options",
     "open_store",
     "require",
@@ -136,7 +137,7 @@ def _read_config(path: str) -> dict[str, Any]:
         raise InputError(f"{printable(path)}: not valid TOML: nested too deeply") from None
 
 
-def _check_db_flag(db: str) -> None:
+def check_db_flag(db: str) -> None:
     """``--db`` must be a database URL and must not hold a password (command lines are visible)."""
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError
@@ -184,7 +185,7 @@ def settings(config: str | None, db: str | None) -> Settings:
     database = data.get("database", {}) if isinstance(data.get("database"), dict) else {}
     top = data.get("top", {}) if isinstance(data.get("top"), dict) else {}
     if db is not None:
-        _check_db_flag(db)
+        check_db_flag(db)
 
     def pick(name: str, table: dict[str, Any], key: str) -> str | None:
         value = env.get(name) or table.get(key)

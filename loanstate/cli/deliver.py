@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Final
 import click
 
 from loanstate.cli._common import EXIT_FINDINGS, debug_option, printable
-from loanstate.cli._settings import CONFIG_HELP, PRODUCTION_URL, open_store, require, settings
+from loanstate.cli._settings import PRODUCTION_URL, db_options, open_store, require, settings
 
 if TYPE_CHECKING:
     from loanstate.dispatch import Attempt, DispatchReport
@@ -140,8 +140,7 @@ def report_lines(report: DispatchReport) -> list[str]:
         "loanstate deliver --db postgresql+psycopg://servicing@db/loans"
     )
 )
-@click.option("--db", help="SQLAlchemy URL of the store, without password (or LOANSTATE_DB_URL).")
-@click.option("--config", type=click.Path(path_type=str), help=CONFIG_HELP)
+@db_options
 @click.option("--once", is_flag=True, help="Deliver what is due now, then exit.")
 @click.option("--concurrency", default=32, show_default=True, type=click.IntRange(1, 1024))
 @click.option("--timeout", default=10.0, show_default=True, type=click.FloatRange(0.1, 300.0), help="HTTP seconds.")

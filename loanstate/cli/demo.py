@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from loanstate.cli._common import EXIT_FINDINGS, InputError, debug_option, first_line, printable, stdout
-from loanstate.cli._settings import settings
+from loanstate.cli._settings import check_db_flag
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -82,7 +82,7 @@ def demo(  # noqa: PLR0917 - click passes every option by name anyway
     from loanstate.cli._demo_run import run_demo
 
     if db is not None:
-        settings(None, db)  # refuses a password on the command line
+        check_db_flag(db)  # refuses a password on the command line
     live = (sys.stderr.isatty() if progress is None else progress) and fmt == "text"
     reporter = _RichDemoProgress() if live else None
     if reporter is not None:

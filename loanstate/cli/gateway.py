@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Final
 
 import click
 
-from loanstate.cli._common import debug_option, load_machine
+from loanstate.cli._common import debug_option, load_machine, printable
 
 if TYPE_CHECKING:
     from loanstate.fake import FakeTopGateway
@@ -75,9 +75,9 @@ def gateway(  # noqa: PLR0917 - click passes every option by name anyway
         else:
             shown = secret if test_pair else "(from LOANSTATE_APP_SECRET)"
             click.echo(f"fake TOP gateway listening on {gw.url}")
-            click.echo(f"app_key {gw.app_key}  app_secret {shown}  fault rate {fault_rate}")
+            click.echo(f"app_key {printable(gw.app_key)}  app_secret {shown}  fault rate {fault_rate}")
             click.echo(
-                f"deliver to it: LOANSTATE_TOP_URL={gw.url} LOANSTATE_APP_KEY={gw.app_key} "
+                f"deliver to it: LOANSTATE_TOP_URL={gw.url} LOANSTATE_APP_KEY={printable(gw.app_key)} "
                 "LOANSTATE_APP_SECRET=... loanstate deliver --db sqlite:///loans.db"
             )
         sys.stdout.flush()
