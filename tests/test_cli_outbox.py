@@ -18,7 +18,7 @@ from loanstate.cli._common import printable
 # A loan number as long as the API allows: printed whole however narrow the terminal.
 LONG_LOAN = "FI" + "7" * 62
 REFUSED = "code 15: the platform refuses SETTLED->OVERDUE"
-BAD_PARAM = "code 50 isv.invalid-parameter: \x1b[31mcustomer_id\x1b[0m"
+BAD_PARAM = "code 50 isv.invalid-parameter: \x1b[31mcustomer_id\x1b[0m \x9b2J \u202etxt.exe"
 
 
 def _refuse(event: LoanChangeEvent) -> None:
@@ -92,6 +92,15 @@ def test_status_shows_no_control_character_from_an_error(parked_db: tuple[str, S
     result = run("outbox", "status", "--db", url)
     assert "\x1b" not in result.stdout + result.stderr
     assert "\\x1b[31mcustomer_id" in result.stdout
+
+
+def test_status_json_carries_odd_characters_escaped_and_intact(parked_db: tuple[str, SqlStore]) -> None:
+    """JSON output holds no raw control or format character (C1, bidi override), yet parses back to the same text."""
+    url, _ = parked_db
+    result = run("outbox", "status", "--db", url, "--format", "json")
+    assert result.stdout.replace("\n", "").isprintable()
+    errors = [g["error"] for g in json.loads(result.stdout)["parked_groups"]]
+    assert f"PermanentDeliveryError: {BAD_PARAM}" in errors
 
 
 @given(st.text(max_size=40))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final, TypeVar
@@ -21,6 +22,7 @@ __all__ = [
     "InputError",
     "debug_option",
     "first_line",
+    "json_text",
     "load_machine",
     "printable",
     "stderr",
@@ -47,6 +49,20 @@ def printable(text: object, *, keep_newlines: bool = False) -> str:
     if value.isprintable():  # the usual case: one C-level scan
         return value
     return "".join(ch if ch.isprintable() or (keep_newlines and ch == "\n") else ascii(ch)[1:-1] for ch in value)
+
+
+def json_text(data: object, *, indent: int | None = None) -> str:
+    """``data`` as JSON that keeps non-ASCII text readable yet carries no raw control character.
+
+    ``json.dumps`` escapes C0 controls only; DEL, C1 controls (U+009B is a CSI
+    to some terminals) and invisible format characters (bidi overrides) would
+    pass raw with ``ensure_ascii=False``. They can only sit inside strings, so
+    each becomes its ``\\uXXXX`` escape: the same value to any JSON reader.
+    """
+    text = json.dumps(data, ensure_ascii=False, indent=indent, default=str)
+    if text.replace("\n", "").isprintable():
+        return text
+    return "".join(ch if ch.isprintable() or ch == "\n" else json.dumps(ch)[1:-1] for ch in text)
 
 
 class InputError(click.ClickException):

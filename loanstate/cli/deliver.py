@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 from datetime import UTC, datetime
@@ -10,7 +9,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import click
 
-from loanstate.cli._common import EXIT_FINDINGS, debug_option, printable
+from loanstate.cli._common import EXIT_FINDINGS, debug_option, json_text, printable
 from loanstate.cli._settings import PRODUCTION_URL, db_options, open_store, require, settings
 
 if TYPE_CHECKING:
@@ -37,6 +36,9 @@ class _TextFormatter(logging.Formatter):
     def formatMessage(self, record: logging.LogRecord) -> str:
         return printable(super().formatMessage(record))
 
+    def formatException(self, ei: Any) -> str:
+        return printable(super().formatException(ei), keep_newlines=True)
+
 
 class _JsonFormatter(logging.Formatter):
     """One JSON object per line, for log shippers: time, level, logger, message and the attempt's fields."""
@@ -53,7 +55,7 @@ class _JsonFormatter(logging.Formatter):
                 out[field] = getattr(record, field)
         if record.exc_info:
             out["exception"] = self.formatException(record.exc_info)
-        return json.dumps(out, ensure_ascii=False, default=str)
+        return json_text(out)
 
 
 def _configure_logging(log_format: str) -> None:
@@ -187,7 +189,7 @@ def deliver(  # noqa: PLR0917 - click passes every option by name anyway
         log.info("delivering %s -> %s as %s", where, top_url, dispatcher.worker_id)
         report = dispatcher.run_once() if once else dispatcher.run_forever()
     if fmt == "json":
-        click.echo(json.dumps(report_dict(report), ensure_ascii=False, indent=2))
+        click.echo(json_text(report_dict(report), indent=2))
     else:
         for line in report_lines(report):
             click.echo(line)

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from typing import TYPE_CHECKING, Any
 
 import click
 
-from loanstate.cli._common import EXIT_FINDINGS, InputError, debug_option, first_line, printable, stdout
+from loanstate.cli._common import EXIT_FINDINGS, InputError, debug_option, first_line, json_text, printable, stdout
 from loanstate.cli._settings import check_db_flag
 
 if TYPE_CHECKING:
@@ -102,7 +101,7 @@ def demo(  # noqa: PLR0917 - click passes every option by name anyway
         if reporter is not None:
             reporter.bar.stop()  # before the summary: a live bar must not draw over it
     if fmt == "json":
-        click.echo(json.dumps(summary.to_dict(), indent=2))
+        click.echo(json_text(summary.to_dict(), indent=2))
     else:
         stdout().print(summary_table(summary))
     return 0 if summary.ok else EXIT_FINDINGS

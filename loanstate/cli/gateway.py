@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import sys
@@ -11,7 +10,7 @@ from typing import TYPE_CHECKING, Final
 
 import click
 
-from loanstate.cli._common import debug_option, load_machine, printable
+from loanstate.cli._common import debug_option, json_text, load_machine, printable
 
 if TYPE_CHECKING:
     from loanstate.fake import FakeTopGateway
@@ -71,7 +70,7 @@ def gateway(  # noqa: PLR0917 - click passes every option by name anyway
                 "latency": latency,
                 "seed": seed,
             }
-            click.echo(json.dumps(line, ensure_ascii=False))
+            click.echo(json_text(line))
         else:
             shown = secret if test_pair else "(from LOANSTATE_APP_SECRET)"
             click.echo(f"fake TOP gateway listening on {gw.url}")

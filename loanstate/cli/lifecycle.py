@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 import subprocess
 from pathlib import Path
@@ -14,6 +13,7 @@ from loanstate.cli._common import (
     EXIT_FINDINGS,
     InputError,
     debug_option,
+    json_text,
     load_machine,
     printable,
     stdout,
@@ -40,7 +40,7 @@ def check(file: str, fmt: str) -> int:
     if fmt == "json":
         out: dict[str, object] = {"file": file, "ok": not problems, "problems": []}
         out["problems"] = [{"code": p.code, "message": p.message, "where": p.where, "line": p.line} for p in problems]
-        click.echo(json.dumps(out, ensure_ascii=False, indent=2))
+        click.echo(json_text(out, indent=2))
         return EXIT_FINDINGS if problems else 0
     from rich.markup import escape
 

@@ -6,7 +6,6 @@ never cut to fit a column; text from input is shown without control characters.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Final
@@ -14,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Final
 import attrs
 import click
 
-from loanstate.cli._common import EXIT_FINDINGS, InputError, debug_option, printable
+from loanstate.cli._common import EXIT_FINDINGS, InputError, debug_option, json_text, printable
 from loanstate.cli._settings import db_options, open_store, settings
 
 if TYPE_CHECKING:
@@ -140,7 +139,7 @@ def outbox_status(db: str | None, config: str | None, fmt: str, limit: int) -> i
         status = store.outbox_status()
     groups = group_parked(status.parked_loans)
     if fmt == "json":
-        click.echo(json.dumps(_status_dict(status, groups, limit), ensure_ascii=False, indent=2))
+        click.echo(json_text(_status_dict(status, groups, limit), indent=2))
     else:
         _print_status(status, groups, limit)
     return EXIT_FINDINGS if status.parked_loans else 0
@@ -179,7 +178,7 @@ def outbox_retry(  # noqa: PLR0917 - click passes every option by name anyway
     with open_store(settings(config, db)) as store:
         count = store.retry(*loan_apply_nos, all_parked=all_parked, error_contains=error_contains)
     if fmt == "json":
-        click.echo(json.dumps({"retried": count}))
+        click.echo(json_text({"retried": count}))
     elif count:
         click.echo(f"retried {count} parked event{'s' if count != 1 else ''}: the next dispatcher pass sends them")
     else:
@@ -202,13 +201,13 @@ def outbox_skip(request_ids: tuple[str, ...], yes: bool, db: str | None, config:
     with open_store(settings(config, db)) as store:
         if not yes and not _confirmed(store, request_ids):
             if fmt == "json":
-                click.echo(json.dumps({"skipped": 0}))
+                click.echo(json_text({"skipped": 0}))
             else:
                 click.echo("nothing skipped")
             return EXIT_FINDINGS
         count = store.skip(*request_ids)
     if fmt == "json":
-        click.echo(json.dumps({"skipped": count}))
+        click.echo(json_text({"skipped": count}))
     else:
         click.echo(
             f"skipped {count} event{'s' if count != 1 else ''} "
