@@ -107,7 +107,8 @@ def _print_status(status: OutboxStatus, groups: list[ParkedGroup], limit: int) -
     for g in groups:
         error = g.error if len(g.error) <= _ERROR_SHOWN else g.error[: _ERROR_SHOWN - 1] + "…"
         waiting = f", {g.waiting} waiting behind" if g.waiting else ""
-        click.echo(printable(f"  {g.loans:>{width}} loan{'s' if g.loans != 1 else ' '}{waiting}: {error}"))
+        noun = "loan" if g.loans == 1 else "loans"
+        click.echo(printable(f"  {g.loans:>{width}} {noun}{waiting}: {error}"))
     listed = parked if limit == 0 else parked[:limit]
     shown = f"all {len(parked)}" if len(listed) == len(parked) else f"first {len(listed)} of {len(parked)} (--limit)"
     click.echo(f"\nparked loans, {shown}:")
