@@ -272,3 +272,19 @@ def test_check_never_writes_a_control_character_to_the_terminal(tmp_path: Path) 
     assert result.returncode == 1, result.stdout + result.stderr
     assert "\x1b" not in result.stdout + result.stderr
     assert "X\\x1b[2J" in result.stdout
+
+
+def test_the_command_line_imports_no_test_kit() -> None:
+    """Every command module (the demo job included) loads without ``loanstate.testing`` or Hypothesis."""
+    code = (
+        "import sys, pkgutil, importlib, loanstate.cli as cli\n"
+        "for m in pkgutil.iter_modules(cli.__path__):\n"
+        "    importlib.import_module('loanstate.cli.' + m.name)\n"
+        "bad = sorted(n for n in sys.modules if n.startswith(('loanstate.testing', 'hypothesis')))\n"
+        "print(len(list(pkgutil.iter_modules(cli.__path__))), bad)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False, timeout=60)
+    assert result.returncode == 0, result.stderr
+    count, bad = result.stdout.split(" ", 1)
+    assert int(count) >= 10
+    assert bad.strip() == "[]"
