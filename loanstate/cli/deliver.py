@@ -65,9 +65,8 @@ def _configure_logging(log_format: str) -> None:
         handler.setFormatter(_JsonFormatter())
     else:
         handler.setFormatter(_TextFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(logging.INFO)
+    # A no-op when the host already configured logging (an embedding process, a test runner).
+    logging.basicConfig(level=logging.INFO, handlers=[handler])
     # The HTTP clients log every request at INFO: at hundreds of events a second that
     # drowns the dispatcher's own lines. Their warnings still show.
     for noisy in ("httpx2", "httpcore2", "aiohttp.access"):
