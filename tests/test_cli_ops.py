@@ -281,7 +281,7 @@ def test_deliver_logs_one_line_per_failed_attempt_naming_loan_request_and_error(
 ) -> None:
     """A refused event: one log line naming its loan, request_id and the platform's error; no bare stamina line."""
     url, store = loans_db
-    faults = FaultPlan(schedule=(Fault.HTTP_500, Fault.BUSINESS_FAILURE, *([None] * 10)))
+    faults = FaultPlan(schedule=(Fault.HTTP_500, Fault.HTTP_500, Fault.BUSINESS_FAILURE, *([None] * 10)))
     with FakeTopGateway(faults=faults) as gateway:
         creds = {"LOANSTATE_APP_KEY": "test-app-key", "LOANSTATE_APP_SECRET": "test-app-secret"}
         result = run(
