@@ -91,6 +91,8 @@ def _status_dict(status: OutboxStatus, groups: list[ParkedGroup], limit: int) ->
 
 def _print_status(status: OutboxStatus, groups: list[ParkedGroup], limit: int) -> None:
     """The text report: plain lines (no table that could fold an id), groups first, then the loans."""
+    from rich.cells import cell_len
+
     lag = f"{status.lag.total_seconds():.0f} s" if status.lag is not None else "-"
     click.echo(
         f"pending {status.pending} (leased {status.leased}, oldest waits {lag})  delivered {status.delivered}  "
@@ -114,9 +116,11 @@ def _print_status(status: OutboxStatus, groups: list[ParkedGroup], limit: int) -
     click.echo(f"\nparked loans, {shown}:")
     rows = [("loan_apply_no", "request_id", "attempts", "waiting")]
     rows += [(printable(p.loan_apply_no), printable(p.request_id), str(p.attempts), str(p.waiting)) for p in listed]
-    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    # Cells, not characters: a loan number in Chinese takes two columns per character.
+    widths = [max(cell_len(row[i]) for row in rows) for i in range(4)]
     for row in rows:
-        click.echo("  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+        cells = (cell + " " * (w - cell_len(cell)) for cell, w in zip(row, widths, strict=True))
+        click.echo(("  " + "  ".join(cells)).rstrip())
     click.echo(
         "\nresolve: loanstate outbox retry LOAN_APPLY_NO... | --all | --error-contains TEXT"
         "\n         loanstate outbox skip REQUEST_ID... [--yes]"
