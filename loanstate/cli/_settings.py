@@ -213,8 +213,12 @@ def require(values: dict[str, str | None], where: str) -> None:
 
 
 @contextmanager
-def open_store(s: Settings, *, create: bool = False) -> Iterator[SqlStore]:
-    """Open the store the settings name and check it answers; every failure is one clear line."""
+def open_store(s: Settings, *, create: bool = False, require_schema: bool = True) -> Iterator[SqlStore]:
+    """Open the store the settings name and check it answers; every failure is one clear line.
+
+    ``create`` makes the schema if it is missing; ``require_schema=False`` opens a
+    database whatever it holds (``loanstate db status`` and ``db upgrade``).
+    """
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 
@@ -246,13 +250,24 @@ def open_store(s: Settings, *, create: bool = False) -> Iterator[SqlStore]:
         try:
             if create:
                 store.create_schema()
-            elif store.schema_version() is None:
-                raise InputError(
-                    f"{shown}: holds no loanstate tables (servicing code creates them with SqlStore.create_schema())"
-                )
+            elif require_schema:
+                _check_schema(shown, store.schema_version())
         except SQLAlchemyError as exc:
             detail = first_line(getattr(exc, "orig", None) or exc)
             raise InputError(f"cannot use database {shown}: {detail}") from None
         yield store
     finally:
         store.close()
+
+
+def _check_schema(shown: str, found: int | None) -> None:
+    """Refuse a database without loanstate's tables, or at another schema version, naming the fix."""
+    from loanstate.store import SCHEMA_VERSION
+
+    if found is None:
+        raise InputError(f"{shown}: holds no loanstate tables (create them with `loanstate db init`)")
+    if found != SCHEMA_VERSION:
+        fix = "run `loanstate db upgrade`" if found < SCHEMA_VERSION else "upgrade loanstate"
+        raise InputError(
+            f"{shown}: holds loanstate schema version {found}, this loanstate uses {SCHEMA_VERSION}: {fix}"
+        )
