@@ -258,3 +258,33 @@ def test_audit_limit_must_not_be_negative(tmp_path: Path) -> None:
     result = run("audit", path, "--limit", "-1")
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
+
+
+def test_check_never_writes_a_control_character_to_the_terminal(tmp_path: Path) -> None:
+    """A status named with an ESC sequence is reported with ``\\x1b`` shown as text, never as the ESC byte."""
+    definition = tmp_path / "odd.toml"
+    definition.write_text(
+        '[lifecycle]\ninitial = "NEW"\nterminal = ["DONE"]\n[statuses]\nNEW = "in force"\nDONE = "done"\n'
+        '"X\\u001b[2J" = "odd"\n[[transitions]]\nbefore = "NEW"\nafter = "DONE"\n',
+        encoding="utf-8",
+    )
+    result = run("check", definition)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "\x1b" not in result.stdout + result.stderr
+    assert "X\\x1b[2J" in result.stdout
+
+
+def test_the_command_line_imports_no_test_kit() -> None:
+    """Every command module (the demo job included) loads without ``loanstate.testing`` or Hypothesis."""
+    code = (
+        "import sys, pkgutil, importlib, loanstate.cli as cli\n"
+        "for m in pkgutil.iter_modules(cli.__path__):\n"
+        "    importlib.import_module('loanstate.cli.' + m.name)\n"
+        "bad = sorted(n for n in sys.modules if n.startswith(('loanstate.testing', 'hypothesis')))\n"
+        "print(len(list(pkgutil.iter_modules(cli.__path__))), bad)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False, timeout=60)
+    assert result.returncode == 0, result.stderr
+    count, bad = result.stdout.split(" ", 1)
+    assert int(count) >= 10
+    assert bad.strip() == "[]"

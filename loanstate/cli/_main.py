@@ -24,8 +24,11 @@ from loanstate.cli._common import (
 from loanstate.cli.audit import audit
 from loanstate.cli.console import console
 from loanstate.cli.db import db, prune
+from loanstate.cli.deliver import deliver
+from loanstate.cli.demo import demo
+from loanstate.cli.gateway import gateway
 from loanstate.cli.lifecycle import check, diagram
-from loanstate.cli.operate import deliver, demo, gateway, outbox
+from loanstate.cli.outbox import outbox
 
 __all__ = ["cli", "main"]
 
@@ -42,8 +45,6 @@ def cli() -> None:
     Exit status: 0 ok, 1 findings, 2 usage or input error (--debug shows a traceback).
     """
 
-
-# -- check -------------------------------------------------------------------------
 
 # One line per command: what the command line offers is read here, in one place.
 for _command in (demo, check, diagram, audit, gateway, deliver, outbox, db, console):

@@ -60,7 +60,7 @@ def console(
         raise InputError(
             f"the console needs its extra ({exc.name} is missing): pip install 'loanstate[console]'"
         ) from None
-    from loanstate.cli.operate import open_store, settings
+    from loanstate.cli._settings import open_store, settings
 
     # Uvicorn configures only its own loggers: the action log needs a handler of its own.
     handler = logging.StreamHandler()

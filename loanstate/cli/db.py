@@ -13,7 +13,7 @@ from typing import IO, Any, Final
 import click
 
 from loanstate.cli._common import EXIT_FINDINGS, InputError, debug_option, stdout
-from loanstate.cli.operate import _db_options, open_store, settings
+from loanstate.cli._settings import db_options, open_store, settings
 
 __all__ = ["db", "prune"]
 
@@ -41,7 +41,7 @@ def db() -> None:
 
 
 @db.command("init", epilog="Example: loanstate db init --db postgresql+psycopg://servicing@db/loans")
-@_db_options
+@db_options
 @debug_option
 def db_init(db: str | None, config: str | None) -> int:
     """Create loanstate's tables (safe to run again: what exists is kept)."""
@@ -52,7 +52,7 @@ def db_init(db: str | None, config: str | None) -> int:
 
 
 @db.command("status", epilog="Example: loanstate db status --db sqlite:///loans.db --format json")
-@_db_options
+@db_options
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
 @debug_option
 def db_status(db: str | None, config: str | None, fmt: str) -> int:
@@ -83,7 +83,7 @@ def db_status(db: str | None, config: str | None, fmt: str) -> int:
 
 
 @db.command("upgrade", epilog="Example: loanstate db upgrade --db sqlite:///loans.db")
-@_db_options
+@db_options
 @debug_option
 def db_upgrade(db: str | None, config: str | None) -> int:
     """Migrate the schema to this loanstate's version (stop every worker first; safe to run again)."""
@@ -116,7 +116,7 @@ class _Archive:
 @click.option("--older-than", "older_than", required=True, help="Age of the rows to delete: 30d, 12h, 1d12h, ...")
 @click.option("--batch-size", default=1000, show_default=True, type=click.IntRange(1, 100_000))
 @click.option("--archive", type=click.Path(dir_okay=False, path_type=Path), help="Append each row to this JSONL first.")
-@_db_options
+@db_options
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
 @debug_option
 def prune(  # noqa: PLR0917 - click passes every option by name anyway
