@@ -104,7 +104,7 @@ class FaultPlan:
     def sequence(
         cls,
         *faults: Fault | None,
-        repeat: bool = attrs.field(default=False, validator=_flag),
+        repeat: bool = False,
         latency: float = 0.05,
         hang: float = 30.0,
         retry_after: int = 1,

@@ -54,7 +54,7 @@ TRANSIENT_PLATFORM_CODES: Final = frozenset({"4", "5", "6", "7", "8", "10"})
 #: app key or timestamp; argument errors): 24, 26-28, 30, 40, 41, 43.
 PERMANENT_PLATFORM_CODES: Final = frozenset({"24", "26", "27", "28", "30", "40", "41", "43"})
 _CALL_LIMITS: Final = frozenset({"4", "5", "6", "7", "8"})
-_BAN_SECONDS: Final = re.compile(r"(\d{1,12}(?:\.\d{1,9})?)\s*more\s*second", re.IGNORECASE | re.ASCII)
+_BAN_SECONDS: Final = re.compile(r"(\d+(?:\.\d+)?)\s*more\s*second", re.IGNORECASE | re.ASCII)
 _WRAPPER: Final = API_METHOD.replace(".", "_") + "_response"
 
 

@@ -223,7 +223,7 @@ def parse_response(body: bytes, *, content_type: str | None = None) -> TopRespon
     anything else.
     """
     stripped = body.lstrip()
-    is_xml = stripped.startswith((b"<", b"\xff\xfe", b"\xfe\xff", b"\xef\xbb\xbf<")) or (
+    is_xml = stripped.startswith((b"<", b"\x00<", b"\xff\xfe", b"\xfe\xff", b"\xef\xbb\xbf<")) or (
         content_type is not None and "xml" in content_type.lower()
     )
     data: object
