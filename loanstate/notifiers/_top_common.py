@@ -189,7 +189,7 @@ def failure(settings: TopSettings, event: LoanChangeEvent, exc: BaseException) -
         if cause is not None:
             error = systemic_failure(cause, what).error(event.request_id)
         elif isinstance(exc, httpx2.TimeoutException | TimeoutError):
-            reason = f"no answer from the gateway within the timeout or the {settings.deadline:g} s deadline ({what})"
+            reason = f"no answer from the gateway in time (timeout, or the {settings.deadline:g} s deadline: {what})"
             error = transport_failure(reason).error(event.request_id)
         else:
             error = transport_failure(f"connection to the gateway failed ({what})").error(event.request_id)
