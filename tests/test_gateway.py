@@ -412,7 +412,7 @@ def test_the_notifier_sends_system_parameters_and_sign_in_the_query_only(
     """For every sign method, each system parameter and sign arrive in the query, the business one in the body."""
     with TopNotifier(shared_gateway.app_key, SECRET, url=shared_gateway.url, sign_method=method, format=fmt) as n:
         n.send(event)
-    arrived = shared_gateway.requests[-1].arrived
+    arrived = dict(shared_gateway.requests[-1].arrived)
     assert arrived.pop(BUSINESS_PARAM) == "body"
     assert set(arrived.values()) == {"query"}
     assert {"app_key", "method", "timestamp", "v", "sign_method", "format", "sign"} <= set(arrived)

@@ -446,7 +446,7 @@ def test_settings_that_cannot_work_are_named(
     with pytest.raises(InvalidConfiguration, match="app_key 1"):
         notifier(1, SECRET, url="https://h/")  # type: ignore[arg-type]
     with pytest.raises(InvalidConfiguration) as info:
-        notifier("k", None, url="https://h/")  # type: ignore[arg-type]
+        notifier("k", None, url="https://h/")
     assert info.value.value == "<hidden>"
     for timeout in (0, -1.5):
         with pytest.raises(InvalidConfiguration, match=f"timeout {timeout}"):

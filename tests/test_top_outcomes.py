@@ -49,7 +49,7 @@ def row(prefix: str) -> str:
 
 
 # (name, TABLE row, status, body, expected kind, expected retry_after, expected cause)
-CASES: list[tuple[str, str, int, bytes, OutcomeKind, float | None, str | None]] = [
+CASES: list[tuple[Any, ...]] = [
     ("http 401", row("HTTP 401"), 401, b"", OutcomeKind.SYSTEMIC, None, "http_auth"),
     ("http 403", row("HTTP 401"), 403, b"", OutcomeKind.SYSTEMIC, None, "http_auth"),
     ("http 500", row("HTTP 429"), 500, b"oops", OutcomeKind.TRANSIENT, None, None),
@@ -72,21 +72,21 @@ CASES: list[tuple[str, str, int, bytes, OutcomeKind, float | None, str | None]] 
         200,
         ok(success=False, response_code="DUPLICATE_REQUEST"),
         OutcomeKind.SUCCESS,
-    ),  # noqa: E501
+    ),
     (
         "retryable",
         row("business code in OutcomePolicy.retry"),
         200,
         ok(success=False, response_code="TRY_LATER"),
         OutcomeKind.TRANSIENT,
-    ),  # noqa: E501
+    ),
     (
         "business",
         row("result.success false"),
         200,
         ok(success=False, response_code="LOAN_NOT_FOUND"),
         OutcomeKind.PERMANENT,
-    ),  # noqa: E501
+    ),
     ("retryable sub_code", row("error sub_code"), 200, err(code=50, sub_code="TRY_LATER"), OutcomeKind.TRANSIENT),
     ("done sub_code", row("error sub_code"), 200, err(code=50, sub_code="DUPLICATE_REQUEST"), OutcomeKind.SUCCESS),
     (
@@ -101,7 +101,7 @@ CASES: list[tuple[str, str, int, bytes, OutcomeKind, float | None, str | None]] 
         ),
         OutcomeKind.TRANSIENT,
         31062.0,
-    ),  # noqa: E501
+    ),
     ("code 7 plain", row("code 7"), 200, err(code=7, msg="App Call Limited"), OutcomeKind.TRANSIENT, 1.0),
     (
         "code 7 on 400",
@@ -110,7 +110,7 @@ CASES: list[tuple[str, str, int, bytes, OutcomeKind, float | None, str | None]] 
         err(code=7, sub_msg="This ban will last for 3 more seconds"),
         OutcomeKind.TRANSIENT,
         3.0,
-    ),  # noqa: E501
+    ),
     *[(f"code {c}", row("code 7"), 200, err(code=c, msg="limit"), OutcomeKind.TRANSIENT, 1.0) for c in (4, 5, 6, 8)],
     (
         "isp on 15",
@@ -118,7 +118,7 @@ CASES: list[tuple[str, str, int, bytes, OutcomeKind, float | None, str | None]] 
         200,
         err(code=15, sub_code="isp.remote-service-timeout"),
         OutcomeKind.TRANSIENT,
-    ),  # noqa: E501
+    ),
     ("isp on 50", row("sub_code starting isp"), 200, err(code=50, sub_code="isp.unknown-error"), OutcomeKind.TRANSIENT),
     *[
         (f"isp on {c}", row("sub_code starting isp"), 200, err(code=c, sub_code="isp.x"), OutcomeKind.TRANSIENT)
@@ -134,7 +134,7 @@ CASES: list[tuple[str, str, int, bytes, OutcomeKind, float | None, str | None]] 
             OutcomeKind.SYSTEMIC,
             None,
             cause,
-        )  # noqa: E501
+        )
         for c, cause in SYSTEMIC_CODES.items()
         if c not in ("25", "29", "31")
     ],
@@ -149,7 +149,7 @@ CASES: list[tuple[str, str, int, bytes, OutcomeKind, float | None, str | None]] 
         OutcomeKind.SYSTEMIC,
         None,
         "timestamp",
-    ),  # noqa: E501
+    ),
     *[
         (f"code {c}", row("codes 24"), 200, err(code=c, msg="refused"), OutcomeKind.PERMANENT)
         for c in (24, 26, 27, 28, 30, 40, 41, 43)
@@ -161,7 +161,7 @@ CASES: list[tuple[str, str, int, bytes, OutcomeKind, float | None, str | None]] 
         200,
         err(code=15, msg="Remote service error"),
         OutcomeKind.PERMANENT,
-    ),  # noqa: E501
+    ),
 ]
 # Rows about transport (no HTTP reply) are covered in tests/test_top_notifier.py over real sockets.
 TRANSPORT_ROWS = {row("timeout"), row("TLS failure"), row("DNS failure")}
@@ -197,13 +197,15 @@ def test_outcome_table(entry: tuple[Any, ...]) -> None:
     assert isinstance(error, PermanentDeliveryError) == (kind is OutcomeKind.PERMANENT)
     assert isinstance(error, SystemicDeliveryError) == (kind is OutcomeKind.SYSTEMIC)
     if isinstance(error, SystemicDeliveryError):
+        assert cause is not None
         assert (error.cause, error.remedy) == (cause, REMEDIES[cause])
 
 
 def test_remedies_name_the_fix() -> None:
     """The remedies say what to change: the secret for a signature, the clock for a timestamp."""
     assert "LOANSTATE_APP_SECRET" in REMEDIES["signature"]
-    assert "clock" in REMEDIES["timestamp"] and "10 minutes" in REMEDIES["timestamp"]
+    assert "clock" in REMEDIES["timestamp"]
+    assert "10 minutes" in REMEDIES["timestamp"]
     assert "LOANSTATE_APP_KEY" in REMEDIES["app_key"]
     assert set(SYSTEMIC_CODES.values()) <= set(REMEDIES)
 
@@ -246,7 +248,7 @@ XML_DTD = '<?xml version="1.0" encoding="{enc}"?><!DOCTYPE r [<!ENTITY a "x">]><
 @pytest.mark.parametrize("encoding", ["utf-8", "utf-16", "utf-16-le", "utf-16-be", "latin-1"])
 def test_xml_with_a_dtd_is_unreadable_in_any_encoding(encoding: str) -> None:
     """A DTD is refused whatever the document's encoding, UTF-16 included."""
-    body = XML_DTD.format(enc=encoding.split("-le")[0].split("-be")[0]).encode(encoding)
+    body = XML_DTD.format(enc=encoding.removesuffix("-le").removesuffix("-be")).encode(encoding)
     with pytest.raises(TransientDeliveryError, match="DTD") as caught:
         parse_response(body)
     assert caught.value.code == UNREADABLE
