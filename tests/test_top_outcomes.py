@@ -306,3 +306,15 @@ def test_an_isp_sub_code_is_never_permanent(code: int | str, rest: str) -> None:
     """Whatever the code, a sub_code starting 'isp.' is transient (the platform's fault)."""
     outcome = classify(200, err(code=code, sub_code="isp." + rest))
     assert outcome.kind is OutcomeKind.TRANSIENT
+
+
+def test_the_docs_show_the_same_table() -> None:
+    """docs/delivering.md shows every row of TABLE, in order, word for word (one table in code and docs)."""
+    from pathlib import Path
+
+    text = (Path(__file__).parent.parent / "docs" / "delivering.md").read_text(encoding="utf-8")
+    lines = [line for line in text.splitlines() if line.startswith("| ")]
+    shown = [line for line in lines if any(line.startswith(f"| {r.case} |") for r in TABLE)]
+    expected = [f"| {r.case} | {r.outcome} | {r.wait} | {r.source} |".replace("|  |", "| |") for r in TABLE]
+    normalise = [line.replace("**", "") for line in shown]
+    assert normalise == expected
