@@ -6,6 +6,7 @@ import asyncio
 import gzip
 import socket
 import socketserver
+import ssl
 import threading
 import time
 import traceback
@@ -14,6 +15,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
+import httpx2
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -28,6 +30,7 @@ from loanstate import (
     TransientDeliveryError,
     default_machine,
 )
+from loanstate.notifiers._top_common import failure
 from loanstate.notifiers.top import TopSettings
 from loanstate.top import TOO_LARGE, UNREADABLE, Secret
 
@@ -339,3 +342,29 @@ def test_the_settings_object_is_shared_and_str_subclasses_are_plain() -> None:
     assert notifier.settings is shared
     asyncio.run(notifier.aclose())
     assert TopNotifier("k", SECRET, url="https://h/r").deadline == 45.0
+
+
+@pytest.mark.parametrize(
+    ("cause", "expected"),
+    [
+        (socket.gaierror(-2, "Name or service not known"), "unreachable"),
+        (ConnectionRefusedError(111, "Connection refused"), "unreachable"),
+        (ssl.SSLCertVerificationError(1, "[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed"), "tls"),
+        (ConnectionResetError(104, "Connection reset by peer"), None),
+    ],
+    ids=["dns", "refused", "tls", "reset"],
+)
+def test_transport_failures_name_their_systemic_cause(cause: OSError, expected: str | None) -> None:
+    """A client error caused by DNS, a refusal or TLS is systemic with that cause; a reset stays plainly transient."""
+    settings = TopSettings(app_key="k", app_secret=SECRET, url="https://h/r")
+    try:
+        try:
+            raise cause
+        except OSError as inner:
+            raise httpx2.ConnectError("failed") from inner
+    except httpx2.ConnectError as exc:
+        error = failure(settings, EVENT, exc)
+    assert isinstance(error, TransientDeliveryError)
+    assert getattr(error, "cause", None) == expected
+    assert error.request_id == EVENT.request_id
+    assert (error.__cause__, error.__context__) == (None, None)

@@ -209,13 +209,18 @@ def test_policy_decides_business_codes() -> None:
 
 
 def test_connection_refused_is_transient() -> None:
-    """Nobody listening on the port is a transient failure."""
+    """Nobody listening on the port is a transient failure, of the systemic kind (cause 'unreachable')."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     url = f"http://127.0.0.1:{port}/router/rest"
-    with TopNotifier("k", SECRET, url=url) as notifier, pytest.raises(TransientDeliveryError, match="ConnectError"):
+    with (
+        TopNotifier("k", SECRET, url=url) as notifier,
+        pytest.raises(TransientDeliveryError, match="ConnectError") as info,
+    ):
         notifier.send(EVENT)
+    assert isinstance(info.value, SystemicDeliveryError)  # every event would fail alike: the dispatcher pauses
+    assert info.value.cause == "unreachable"
 
 
 @pytest.mark.parametrize(

@@ -68,7 +68,7 @@ def check_url(url: object) -> str:
         raise InvalidConfiguration("url", url[:100], "must not hold spaces, newlines or control characters")
     try:
         parts = urlsplit(url)
-        port = parts.port  # urlsplit checks the port only when asked
+        _ = parts.port  # urlsplit checks the port only when asked
     except ValueError:
         raise InvalidConfiguration("url", url, "not a valid URL (the port must be a number from 0 to 65535)") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -79,7 +79,6 @@ def check_url(url: object) -> str:
         raise InvalidConfiguration("url", url, "must not carry a query string or fragment")
     if parts.username is not None or parts.password is not None:
         raise InvalidConfiguration("url", parts.hostname, "must not carry credentials")
-    del port
     return url
 
 
@@ -128,9 +127,7 @@ def _format(value: object) -> str:
 
 
 def _app_key(value: object) -> str:
-    text = _text("app_key", value, optional=False)
-    assert text is not None
-    return text
+    return _text("app_key", value, optional=False) or ""  # never "": a blank key is refused
 
 
 def _session(value: object) -> str | None:
