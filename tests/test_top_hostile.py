@@ -24,6 +24,7 @@ from loanstate import (
     AsyncTopNotifier,
     DeliveryError,
     InvalidConfiguration,
+    InvalidEvent,
     PermanentDeliveryError,
     SystemicDeliveryError,
     TopNotifier,
@@ -368,3 +369,17 @@ def test_transport_failures_name_their_systemic_cause(cause: OSError, expected: 
     assert getattr(error, "cause", None) == expected
     assert error.request_id == EVENT.request_id
     assert (error.__cause__, error.__context__) == (None, None)
+
+
+@pytest.mark.parametrize("wrong", [None, "FI1", {"loan_apply_no": "FI1"}, 7])
+def test_sending_anything_but_an_event_is_invalid_event(wrong: Any) -> None:
+    """Both notifiers refuse a non-event with InvalidEvent before any socket opens."""
+    with TopNotifier("k", SECRET, url="http://127.0.0.1:9/r") as notifier, pytest.raises(InvalidEvent, match="event"):
+        notifier.send(wrong)
+
+    async def run() -> None:
+        async with AsyncTopNotifier("k", SECRET, url="http://127.0.0.1:9/r") as notifier:
+            with pytest.raises(InvalidEvent, match="event"):
+                await notifier.send(wrong)
+
+    asyncio.run(run())

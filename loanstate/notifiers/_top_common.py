@@ -16,7 +16,13 @@ from typing import Final
 import attrs
 import httpx2
 
-from loanstate._errors import DeliveryError, PermanentDeliveryError, SystemicDeliveryError, TransientDeliveryError
+from loanstate._errors import (
+    DeliveryError,
+    InvalidEvent,
+    PermanentDeliveryError,
+    SystemicDeliveryError,
+    TransientDeliveryError,
+)
 from loanstate._events import LoanChangeEvent, Receipt
 from loanstate.notifiers._top_settings import TopSettings
 from loanstate.top import (
@@ -81,7 +87,11 @@ def headers(settings: TopSettings) -> dict[str, str]:
 
 
 def prepare(settings: TopSettings, event: LoanChangeEvent) -> TopRequest:
-    """Encode and sign ``event`` now (the clock gives the timestamp)."""
+    """Encode and sign ``event`` now (the clock gives the timestamp); anything but an event is InvalidEvent."""
+    if not isinstance(event, LoanChangeEvent):
+        shown = repr(event)
+        shown = shown if len(shown) <= 80 else shown[:77] + "..."
+        raise InvalidEvent({"event": f"expected a LoanChangeEvent, got {type(event).__name__} {shown}"})
     return build_request(
         event,
         app_key=settings.app_key,
