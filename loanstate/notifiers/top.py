@@ -40,7 +40,7 @@ from loanstate.notifiers._top_settings import (
     tls_context,
     tls_settings_error,
 )
-from loanstate.top import MAX_REPLY_BYTES
+from loanstate.top import DEFAULT_POLICY, MAX_REPLY_BYTES, OutcomePolicy
 
 __all__ = ["DEFAULT_DEADLINE", "DEFAULT_TIMEOUT", "PRODUCTION_URL", "AsyncTopNotifier", "TopNotifier", "TopSettings"]
 
@@ -63,13 +63,6 @@ def _client_options(settings: TopSettings) -> dict[str, Any]:
         "trust_env": settings.trust_env,
         "follow_redirects": False,
     }
-
-
-def _settings(app_key: object, app_secret: object, options: dict[str, Any]) -> TopSettings:
-    options.pop("self", None)
-    options.pop("__class__", None)
-    options.pop("client", None)
-    return TopSettings(app_key=app_key, app_secret=app_secret, **options)  # type: ignore[arg-type]
 
 
 class TopNotifier(TopNotifierCommon, BaseNotifier):
@@ -105,7 +98,7 @@ class TopNotifier(TopNotifierCommon, BaseNotifier):
         clock: Any = None,
         format: str = "json",
         simplify: bool = False,
-        policy: Any = None,
+        policy: OutcomePolicy | None = None,
         session: str | None = None,
         target_app_key: str | None = None,
         partner: str | None = None,
@@ -116,10 +109,27 @@ class TopNotifier(TopNotifierCommon, BaseNotifier):
         trust_env: bool = True,
         client: httpx2.Client | None = None,
     ) -> None:
-        options = {k: v for k, v in locals().items() if k not in ("app_key", "app_secret")}
-        if policy is None:
-            options.pop("policy")
-        self.__init_from(_settings(app_key, app_secret, options), client)
+        settings = TopSettings(
+            app_key=app_key,
+            app_secret=app_secret,
+            url=url,
+            sign_method=sign_method,
+            timeout=timeout,
+            deadline=deadline,
+            clock=clock,
+            format=format,
+            simplify=simplify,
+            policy=DEFAULT_POLICY if policy is None else policy,
+            session=session,
+            target_app_key=target_app_key,
+            partner=partner,
+            proxy=proxy,
+            verify=verify,
+            cert=cert,
+            limits=limits,
+            trust_env=trust_env,
+        )
+        self.__init_from(settings, client)
 
     @classmethod
     def from_settings(cls, settings: TopSettings, *, client: httpx2.Client | None = None) -> TopNotifier:
@@ -201,7 +211,7 @@ class AsyncTopNotifier(TopNotifierCommon, BaseAsyncNotifier):
         clock: Any = None,
         format: str = "json",
         simplify: bool = False,
-        policy: Any = None,
+        policy: OutcomePolicy | None = None,
         session: str | None = None,
         target_app_key: str | None = None,
         partner: str | None = None,
@@ -212,10 +222,27 @@ class AsyncTopNotifier(TopNotifierCommon, BaseAsyncNotifier):
         trust_env: bool = True,
         client: httpx2.AsyncClient | None = None,
     ) -> None:
-        options = {k: v for k, v in locals().items() if k not in ("app_key", "app_secret")}
-        if policy is None:
-            options.pop("policy")
-        self.__init_from(_settings(app_key, app_secret, options), client)
+        settings = TopSettings(
+            app_key=app_key,
+            app_secret=app_secret,
+            url=url,
+            sign_method=sign_method,
+            timeout=timeout,
+            deadline=deadline,
+            clock=clock,
+            format=format,
+            simplify=simplify,
+            policy=DEFAULT_POLICY if policy is None else policy,
+            session=session,
+            target_app_key=target_app_key,
+            partner=partner,
+            proxy=proxy,
+            verify=verify,
+            cert=cert,
+            limits=limits,
+            trust_env=trust_env,
+        )
+        self.__init_from(settings, client)
 
     @classmethod
     def from_settings(cls, settings: TopSettings, *, client: httpx2.AsyncClient | None = None) -> AsyncTopNotifier:
