@@ -172,9 +172,10 @@ def test_exact_verification_refuses_a_lower_case_signature() -> None:
     assert verify(lower, "test")  # the lenient default
 
 
-@given(secret=st.text(min_size=1).filter(str.strip), method=st.sampled_from(sorted(SIGN_METHODS)))
-def test_a_secret_object_signs_like_its_text_and_never_renders(secret: str, method: str) -> None:
+@given(tail=st.text(), method=st.sampled_from(sorted(SIGN_METHODS)))
+def test_a_secret_object_signs_like_its_text_and_never_renders(tail: str, method: str) -> None:
     """Secret(text) signs exactly as the text does, and its repr, str and format never show the text."""
+    secret = "s3cr3t-" + tail
     try:
         secret.encode("utf-8")
     except UnicodeEncodeError:
@@ -184,8 +185,8 @@ def test_a_secret_object_signs_like_its_text_and_never_renders(secret: str, meth
     assert Secret(wrapped) == wrapped
     assert wrapped.reveal() == secret
     for shown in (repr(wrapped), str(wrapped), f"{wrapped}", repr([wrapped]), repr({"k": wrapped})):
-        assert shown.count("***") >= 1
-        assert secret not in shown.replace("Secret('***')", "") or secret in "Secret('***')"
+        assert "Secret('***')" in shown
+        assert secret not in shown
 
 
 def test_a_secret_refuses_blank_or_non_text_values_and_pickling() -> None:
