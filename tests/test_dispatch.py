@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import enum
+import logging
 import os
 import signal
 import subprocess
@@ -15,6 +17,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+import stamina
 from _durable import FakeClock, Twin, assert_delivered_in_order, populate
 
 from loanstate import (
@@ -22,15 +25,19 @@ from loanstate import (
     AsyncDispatcher,
     AsyncInMemoryNotifier,
     CallbackNotifier,
+    Dispatcher,
+    InMemoryNotifier,
     InvalidConfiguration,
     InvalidEvent,
     LoanChangeEvent,
     PermanentDeliveryError,
     RetryPolicy,
     SqlStore,
+    SystemicDeliveryError,
     TransientDeliveryError,
     UnknownLoan,
 )
+from loanstate.dispatch import Attempt, Pause
 
 # One try per claim (no in-process sleeps); durable retries after 1-2 s of store time.
 ONE_TRY = RetryPolicy(attempts=1, wait_initial=1.0, wait_jitter=1.0, wait_max=600.0, max_age=timedelta(hours=1))
@@ -459,3 +466,245 @@ def test_retry_policy_refuses_nonsense(settings: dict[str, Any], setting: str) -
     with pytest.raises(InvalidConfiguration) as info:
         RetryPolicy(**settings)
     assert info.value.setting == setting
+
+
+# -- systemic failures pause delivery -------------------------------------------------------------
+
+WRONG_SECRET = SystemicDeliveryError(
+    "code 25: Invalid signature",
+    cause="signature",
+    remedy="the platform rejects our signature: check LOANSTATE_APP_SECRET",
+)
+QUICK_PROBES = RetryPolicy(attempts=1, wait_jitter=0.0, probe_initial=0.01, probe_max=0.05)
+
+
+def _pause_errors(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.name == "loanstate.dispatch" and r.levelno >= logging.ERROR]
+
+
+def test_a_systemic_failure_parks_nothing_charges_nothing_and_pauses(
+    twin: Twin, store: SqlStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A wrong secret failing every event of 200 loans: nothing parked or charged, paused with the cause, one error."""
+    names = populate(store, loans=200, changes=2)
+    notifier = twin.notifier()
+    notifier.fail_when(lambda e: True, WRONG_SECRET)
+    pauses: list[Pause] = []
+    attempts: list[Attempt] = []
+    resumed: list[bool] = []
+    dispatcher = twin.dispatcher(
+        store,
+        notifier,
+        retry=QUICK_PROBES,
+        on_paused=pauses.append,
+        on_attempt=attempts.append,
+        on_resumed=lambda: resumed.append(True),
+    )
+    with caplog.at_level(logging.INFO, logger="loanstate.dispatch"):
+        report = twin.run_once(dispatcher)
+        assert (report.delivered, report.retried, report.parked, report.pending) == (0, 0, 0, 400)
+        assert report.paused is not None
+        assert report.paused == dispatcher.paused
+        assert (report.paused.cause, report.paused.remedy) == ("signature", WRONG_SECRET.remedy)
+        assert pauses == [report.paused]
+        assert attempts
+        assert {a.outcome for a in attempts} == {"paused"}
+        assert all("Invalid signature" in (a.error or "") for a in attempts)
+        entries = store.outbox_entries()
+        assert {(e.state, e.attempts, e.last_error) for e in entries} == {("pending", 0, None)}
+        assert store.outbox_status().leased == 0
+        # Still failing: the next run sends one probe and returns, no new error line.
+        tried = len(notifier.attempts)
+        assert twin.run_once(dispatcher).paused == report.paused
+        assert len(notifier.attempts) == tried + 1
+        [error] = _pause_errors(caplog)
+        assert "signature" in error.getMessage()
+        assert "LOANSTATE_APP_SECRET" in error.getMessage()
+        # Fixed: the probe goes through, delivery resumes and drains the outbox.
+        notifier.clear_failures()
+        report = twin.run_once(dispatcher)
+    assert (report.delivered, report.parked, report.pending, report.paused) == (400, 0, 0, None)
+    assert dispatcher.paused is None
+    assert resumed == [True]
+    assert len(notifier.sent) == len({e.request_id for e in notifier.sent}) == 400
+    assert_delivered_in_order(store, names, notifier.sent)
+    assert len(_pause_errors(caplog)) == 1
+    assert {a.outcome for a in attempts[-400:]} == {"delivered"}
+
+
+def test_run_forever_probes_while_paused_and_resumes_when_a_probe_passes(
+    twin: Twin, store: SqlStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    """run_forever pauses on a systemic failure, probes one event at a time, resumes and delivers all, in order."""
+    names = populate(store, loans=30, changes=2)
+    notifier = twin.notifier()
+    notifier.fail_when(lambda e: True, WRONG_SECRET)
+    paused = threading.Event()
+    resumed = threading.Event()
+    dispatcher = twin.dispatcher(
+        store,
+        notifier,
+        retry=QUICK_PROBES,
+        poll_interval=0.02,
+        on_paused=lambda pause: paused.set(),
+        on_resumed=resumed.set,
+    )
+    with caplog.at_level(logging.INFO, logger="loanstate.dispatch"):
+        runner = twin.run_forever(dispatcher)
+        assert paused.wait(30)
+        probes = len(notifier.attempts)
+        while len(notifier.attempts) < probes + 3:  # a few failed probes, one event each
+            threading.Event().wait(0.01)
+        assert {(e.attempts, e.state) for e in store.outbox_entries()} == {(0, "pending")}
+        notifier.clear_failures()
+        assert resumed.wait(30)
+        while store.outbox_status().pending:
+            threading.Event().wait(0.02)
+        report = runner.stop()
+    assert (report.delivered, report.parked, report.paused) == (60, 0, None)
+    assert len(_pause_errors(caplog)) == 1
+    assert len(notifier.sent) == len({e.request_id for e in notifier.sent}) == 60
+    assert_delivered_in_order(store, names, notifier.sent)
+
+
+def test_a_stop_ends_a_paused_run_forever_with_no_lease_held(twin: Twin, store: SqlStore) -> None:
+    """A stop while paused (waiting between probes) returns at once, paused, holding no lease."""
+    populate(store, loans=5, changes=1)
+    notifier = twin.notifier()
+    notifier.fail_when(lambda e: True, WRONG_SECRET)
+    paused = threading.Event()
+    slow_probes = RetryPolicy(attempts=1, probe_initial=3600.0, probe_max=3600.0)
+    dispatcher = twin.dispatcher(
+        store, notifier, retry=slow_probes, poll_interval=0.02, on_paused=lambda pause: paused.set()
+    )
+    runner = twin.run_forever(dispatcher)
+    assert paused.wait(30)
+    report = runner.stop()
+    assert report.paused is not None
+    assert report.paused.cause == "signature"
+    assert (report.parked, report.pending, store.outbox_status().leased) == (0, 5, 0)
+
+
+def test_a_business_failure_parks_only_its_loan_and_pauses_nothing(twin: Twin, store: SqlStore) -> None:
+    """A PermanentDeliveryError of one loan parks that loan only; delivery is not paused."""
+    names = populate(store, loans=20, changes=2)
+    notifier = twin.notifier()
+    notifier.fail_when(lambda e: e.loan_apply_no == "FI00003", PermanentDeliveryError)
+    attempts: list[Attempt] = []
+    report = twin.run_once(twin.dispatcher(store, notifier, retry=ONE_TRY, on_attempt=attempts.append))
+    assert (report.delivered, report.parked, report.pending, report.paused) == (38, 1, 1, None)
+    [parked] = store.outbox_status().parked_loans
+    assert parked.loan_apply_no == "FI00003"
+    assert sorted(a.outcome for a in attempts) == ["delivered"] * 38 + ["parked"]
+    assert_delivered_in_order(store, [n for n in names if n != "FI00003"], notifier.sent)
+
+
+def test_every_wait_between_tries_belongs_to_stamina(twin: Twin, store: SqlStore) -> None:
+    """Under stamina.set_testing, an hour-long first backoff is skipped: no wait is hand-written."""
+    populate(store, loans=1, changes=1)
+    notifier = twin.notifier()
+    notifier.fail_next(2, TransientDeliveryError)
+    patient = RetryPolicy(attempts=3, wait_initial=3600.0, wait_max=3600.0, in_process_timeout=7200.0)
+    with stamina.set_testing(True, attempts=3):
+        report = twin.run_once(twin.dispatcher(store, notifier, retry=patient))
+    assert (report.delivered, report.retried) == (1, 0)
+    assert len(notifier.attempts) == 3
+
+
+# -- settings ---------------------------------------------------------------------------------------
+
+
+class _DeadlineNotifier(InMemoryNotifier):
+    """An in-memory notifier that says each send takes at most ``deadline`` seconds."""
+
+    deadline = 45.0
+
+
+class _AsyncDeadlineNotifier(AsyncInMemoryNotifier):
+    deadline = 45.0
+
+
+@pytest.mark.parametrize(
+    ("settings", "setting"),
+    [
+        ({"poll_interval": 0}, "poll_interval"),
+        ({"poll_interval": -1.0}, "poll_interval"),
+        ({"poll_interval": float("nan")}, "poll_interval"),
+        ({"poll_interval": True}, "poll_interval"),
+        ({"poll_interval": "0.5"}, "poll_interval"),
+        ({"concurrency": True}, "concurrency"),
+        ({"concurrency": 2.0}, "concurrency"),
+        ({"concurrency": 10**6}, "concurrency"),
+        ({"lease": 30}, "lease"),
+        ({"lease": timedelta(seconds=-1)}, "lease"),
+        ({"lease": timedelta(days=400)}, "lease"),
+        ({"worker_id": 7}, "worker_id"),
+        ({"worker_id": ""}, "worker_id"),
+        ({"worker_id": "a\nb"}, "worker_id"),
+        ({"retry": {"attempts": 3}}, "retry"),
+        ({"on_delivered": "print"}, "on_delivered"),
+        ({"on_retry": 1}, "on_retry"),
+        ({"on_parked": object()}, "on_parked"),
+        ({"on_attempt": "log"}, "on_attempt"),
+        ({"on_paused": 3}, "on_paused"),
+        ({"on_resumed": "go"}, "on_resumed"),
+    ],
+)
+def test_wrong_settings_are_refused_at_construction(
+    twin: Twin, store: SqlStore, settings: dict[str, Any], setting: str
+) -> None:
+    """A wrong type or value of any setting raises InvalidConfiguration naming it, before anything runs."""
+    with pytest.raises(InvalidConfiguration) as info:
+        twin.dispatcher(store, twin.notifier(), **settings)
+    assert info.value.setting == setting
+    assert store.outbox_status().leased == 0
+
+
+def test_the_wrong_kind_of_notifier_or_store_is_refused(twin: Twin, store: SqlStore) -> None:
+    """A sync notifier given to AsyncDispatcher (or the reverse), or a store that is not a SqlStore, is refused."""
+    other = AsyncInMemoryNotifier() if twin.kind == "sync" else InMemoryNotifier()
+    with pytest.raises(InvalidConfiguration, match="notifier"):
+        twin.dispatcher(store, other)
+    with pytest.raises(InvalidConfiguration, match="store"):
+        twin.dispatcher("sqlite:///loans.db", twin.notifier())
+
+
+def test_the_lease_follows_the_notifiers_deadline(twin: Twin, store: SqlStore) -> None:
+    """With a notifier deadline, the default lease covers twice the longest delivery, and a shorter one is refused."""
+    notifier = _DeadlineNotifier() if twin.kind == "sync" else _AsyncDeadlineNotifier()
+    policy = RetryPolicy()
+    longest = policy.longest_delivery(45.0)
+    assert longest >= 45.0
+    dispatcher = twin.dispatcher(store, notifier, retry=policy)
+    assert dispatcher.lease.total_seconds() >= 2 * longest
+    with pytest.raises(InvalidConfiguration, match="lease") as info:
+        twin.dispatcher(store, notifier, lease=timedelta(seconds=longest))
+    assert "deadline" in str(info.value)
+    assert twin.dispatcher(store, notifier, lease=timedelta(seconds=2 * longest)).lease.total_seconds() == 2 * longest
+    # One try per claim: the delivery is one deadline long.
+    assert twin.dispatcher(store, notifier, retry=ONE_TRY).lease >= timedelta(seconds=90)
+    notifier.deadline = -1.0  # type: ignore[misc]
+    with pytest.raises(InvalidConfiguration, match="deadline"):
+        twin.dispatcher(store, notifier)
+
+
+def test_a_str_subclass_worker_id_counts_as_its_value(twin: Twin, store: SqlStore) -> None:
+    """A StrEnum member as worker_id is used as its plain string value."""
+
+    class Worker(enum.StrEnum):
+        ONE = "worker-one"
+
+    dispatcher = twin.dispatcher(store, twin.notifier(), worker_id=Worker.ONE)
+    assert type(dispatcher.worker_id) is str
+    assert dispatcher.worker_id == "worker-one"
+
+
+def test_an_in_memory_sqlite_store_is_refused_by_the_async_dispatcher() -> None:
+    """AsyncDispatcher works in threads, which would each see an empty in-memory database: refused, saying so."""
+    store = SqlStore("sqlite://")
+    store.create_schema()
+    with pytest.raises(InvalidConfiguration, match="in-memory"):
+        AsyncDispatcher(store, AsyncInMemoryNotifier())
+    populate(store, loans=2, changes=1)
+    assert Dispatcher(store, InMemoryNotifier()).run_once().delivered == 2
+    store.close()
