@@ -83,6 +83,10 @@ class Run:
     ready: deque[Claim] = attrs.field(factory=deque)
     stale: list[Claim] = attrs.field(factory=list)  # let go in the next transaction
     done: list[Result] = attrs.field(factory=list)  # finished, not yet committed
+    # Deliveries report themselves here when they end: waking on one costs the
+    # same whatever the concurrency (asyncio.wait would hook every task each time).
+    landed: deque[asyncio.Task[Result]] = attrs.field(factory=deque)
+    wake: asyncio.Event = attrs.field(factory=asyncio.Event)
 
     async def __call__(self) -> DispatchReport:
         base = self.base
@@ -139,7 +143,13 @@ class Run:
                 self.stale.append(claim)
                 continue
             work = _Work(claim)
-            self.inflight[asyncio.create_task(self._deliver(claim, work))] = work
+            task = asyncio.create_task(self._deliver(claim, work))
+            task.add_done_callback(self._landed)
+            self.inflight[task] = work
+
+    def _landed(self, task: asyncio.Task[Result]) -> None:
+        self.landed.append(task)
+        self.wake.set()
 
     async def _commit(self, want: int) -> None:
         """One transaction: settle what finished, let go of what will not be sent, claim up to ``want``."""
@@ -154,11 +164,16 @@ class Run:
         self.ready.extend(claims)
 
     async def _collect(self) -> None:
-        # The timeout lets a stop be noticed while every slot is busy.
-        finished, _ = await asyncio.wait(
-            self.inflight, timeout=self.base.poll_interval, return_when=asyncio.FIRST_COMPLETED
-        )
-        for task in finished:
+        if not self.landed:
+            # The timeout lets a stop be noticed while every slot is busy.
+            timer = asyncio.get_running_loop().call_later(self.base.poll_interval, self.wake.set)
+            try:
+                await self.wake.wait()
+            finally:
+                timer.cancel()
+        self.wake.clear()
+        while self.landed:
+            task = self.landed.popleft()
             work = self.inflight.pop(task)
             if task.cancelled():  # cancelled before it began: nothing was sent
                 assert work.claim is not None
@@ -285,10 +300,11 @@ class Run:
             # Waits are cut short; sends under way finish and are recorded.
             for task, work in self.inflight.items():
                 work.cancel_wait(task)
-            finished, _ = await asyncio.wait(self.inflight)
-            for task in finished:
+            await asyncio.wait(self.inflight)
+            for task in self.inflight:
                 if not task.cancelled() and task.exception() is None:  # one that raised is left to its lease
                     self._finished(task.result())
+            self.inflight.clear()
         try:
             await self.db(base.store.outbox.settle, [r.outcome for r in self.done if r.outcome is not None])
             base.after_commit(self.done)
