@@ -118,6 +118,8 @@ class Result:
     outcome: Outcome | None
     detail: Receipt | Exception
     seconds: float
+    ended: float
+    """When it ended (``time.monotonic()``)."""
 
 
 @attrs.define
@@ -187,13 +189,14 @@ class Base(Generic[N]):
 
     def success(self, claim: Claim, receipt: Receipt, tries: int, started: float) -> Result:
         outcome = Outcome(claim, "delivered", at=receipt.delivered_at, trace_id=receipt.trace_id, tries=tries)
-        return Result(claim, outcome, receipt, time.monotonic() - started)
+        ended = time.monotonic()
+        return Result(claim, outcome, receipt, ended - started, ended)
 
     def failure(self, claim: Claim, exc: Exception, tries: int, started: float) -> Result:
-        seconds = time.monotonic() - started
+        ended = time.monotonic()
         if isinstance(exc, SystemicDeliveryError):
-            return Result(claim, None, exc, seconds)
-        return Result(claim, self._failed(claim, exc, tries), exc, seconds)
+            return Result(claim, None, exc, ended - started, ended)
+        return Result(claim, self._failed(claim, exc, tries), exc, ended - started, ended)
 
     def _failed(self, claim: Claim, exc: Exception, tries: int) -> Outcome:
         now = self.store.now()

@@ -113,7 +113,7 @@ class Run:
                 self._halt()
             self._start_ready()
             want = 0 if halted else base.prefetch - len(self.inflight) - len(self.ready)
-            if self.done or self.stale or want > 0:
+            if self._worth_a_commit(want, halted):
                 await self._commit(want)
                 self._start_ready()
             if self.inflight:
@@ -127,6 +127,26 @@ class Run:
                 return
             else:
                 await self._idle()
+
+    def _worth_a_commit(self, want: int, halted: bool) -> bool:
+        """Whether to run a transaction now, or let a few more results gather first.
+
+        One transaction settles many results and claims many events; waiting
+        never leaves a slot idle (the ready claims feed it) nor holds a result
+        back longer than ``poll_interval``, and a stop or a pause commits at once.
+        """
+        if not self.done and not self.stale and want <= 0:
+            return False
+        batch = max(1, self.base.concurrency // 4)
+        return (
+            halted
+            or bool(self.stale)
+            or not self.ready
+            or not self.inflight
+            or len(self.done) >= batch
+            or want >= batch
+            or (bool(self.done) and time.monotonic() - self.done[0].ended >= self.base.poll_interval)
+        )
 
     def _halt(self) -> None:
         """No new deliveries: the ready claims are let go, deliveries waiting between tries end now."""
