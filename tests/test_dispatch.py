@@ -708,3 +708,30 @@ def test_an_in_memory_sqlite_store_is_refused_by_the_async_dispatcher() -> None:
     populate(store, loans=2, changes=1)
     assert Dispatcher(store, InMemoryNotifier()).run_once().delivered == 2
     store.close()
+
+
+async def test_the_sync_dispatcher_works_when_called_inside_an_event_loop(store: SqlStore) -> None:
+    """Dispatcher.run_once called from a coroutine runs its loop in a thread of its own, and delivers."""
+    names = populate(store, loans=3, changes=2)
+    notifier = InMemoryNotifier()
+    report = Dispatcher(store, notifier).run_once()
+    assert (report.delivered, report.pending) == (6, 0)
+    assert_delivered_in_order(store, names, notifier.sent)
+
+
+def test_a_stop_cuts_a_wait_between_tries_short_and_keeps_the_event(twin: Twin, store: SqlStore) -> None:
+    """A stop during an hour-long wait between tries returns promptly; the event stays pending, rescheduled."""
+    populate(store, loans=1, changes=1)
+    notifier = twin.notifier()
+    notifier.fail_when(lambda e: True, TransientDeliveryError)
+    failed = threading.Event()
+    patient = RetryPolicy(attempts=3, wait_initial=3600.0, wait_max=3600.0, in_process_timeout=7200.0)
+    dispatcher = twin.dispatcher(store, notifier, retry=patient, poll_interval=0.02)
+    runner = twin.run_forever(dispatcher)
+    while not notifier.attempts:
+        failed.wait(0.01)
+    report = runner.stop()
+    assert (report.delivered, report.retried, report.pending) == (0, 1, 1)
+    [entry] = store.outbox_entries()
+    assert (entry.state, entry.attempts) == ("pending", 1)
+    assert store.outbox_status().leased == 0
