@@ -666,7 +666,7 @@ def test_the_wrong_kind_of_notifier_or_store_is_refused(twin: Twin, store: SqlSt
     with pytest.raises(InvalidConfiguration, match="notifier"):
         twin.dispatcher(store, other)
     with pytest.raises(InvalidConfiguration, match="store"):
-        twin.dispatcher("sqlite:///loans.db", twin.notifier())
+        twin.dispatcher("sqlite:///loans.db", twin.notifier())  # type: ignore[arg-type]
 
 
 def test_the_lease_follows_the_notifiers_deadline(twin: Twin, store: SqlStore) -> None:
@@ -683,7 +683,7 @@ def test_the_lease_follows_the_notifiers_deadline(twin: Twin, store: SqlStore) -
     assert twin.dispatcher(store, notifier, lease=timedelta(seconds=2 * longest)).lease.total_seconds() == 2 * longest
     # One try per claim: the delivery is one deadline long.
     assert twin.dispatcher(store, notifier, retry=ONE_TRY).lease >= timedelta(seconds=90)
-    notifier.deadline = -1.0  # type: ignore[misc]
+    notifier.deadline = -1.0
     with pytest.raises(InvalidConfiguration, match="deadline"):
         twin.dispatcher(store, notifier)
 
