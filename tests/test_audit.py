@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from loanstate import AuditFinding, HistoryAudit, LoanMachine, UnreadableInput, default_machine
-from loanstate._audit import MAX_RECORD_BYTES
+from loanstate.audit import MAX_RECORD_BYTES
 from loanstate.testing import History, histories
 
 CLEAN = histories(loans=(1, 12))

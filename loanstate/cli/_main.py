@@ -22,6 +22,7 @@ from loanstate.cli._common import (
     first_line,
 )
 from loanstate.cli.audit import audit
+from loanstate.cli.importing import import_
 from loanstate.cli.lifecycle import check, diagram
 from loanstate.cli.operate import deliver, demo, gateway, outbox
 
@@ -44,7 +45,7 @@ def cli() -> None:
 # -- check -------------------------------------------------------------------------
 
 # One line per command: what the command line offers is read here, in one place.
-for _command in (demo, check, diagram, audit, gateway, deliver, outbox):
+for _command in (demo, check, diagram, audit, import_, gateway, deliver, outbox):
     cli.add_command(_command)
 
 
