@@ -17,10 +17,10 @@ class RequestIdFilter:
     """Which request_ids may have been seen before: a *candidate* is only probably a duplicate.
 
     A blocked Bloom filter: three bits in one 64-byte block (one cache miss),
-    placed by two 30-bit slices of the hash so the arithmetic stays on small
-    ints. About 1e-6 false candidates per record at a million request_ids at
-    the default size; the audit's confirming pass removes them anyway. It
-    never forgets, so a true duplicate is always a candidate.
+    all placed by slices of one hash. About 1e-6 false candidates per record at
+    a million request_ids at the default size; the audit's confirming pass
+    removes them anyway. It never forgets, so a true duplicate is always a
+    candidate.
     """
 
     __slots__ = ("_bits", "_mask")
@@ -39,15 +39,16 @@ class RequestIdFilter:
         block_mask = self._mask
         candidates = []
         for rid in request_ids:
+            # One 64-bit hash places all three bits: the block from its low bits
+            # (19 at most), each bit's byte from 6 bits, its place in the byte from 3.
             h = hash(rid)
-            lo = h & 0x3FFFFFFF
-            hi = (h >> 32) & 0x3FFFFFFF
-            o1 = ((lo & block_mask) << 6) | ((lo >> 19) & 63)
-            o2 = (o1 & ~63) | (hi & 63)
-            o3 = (o1 & ~63) | ((hi >> 9) & 63)
-            b1 = 1 << ((lo >> 25) & 7)
-            b2 = 1 << ((hi >> 6) & 7)
-            b3 = 1 << ((hi >> 15) & 7)
+            block = (h & block_mask) << 6
+            o1 = block | (h >> 20 & 63)
+            o2 = block | (h >> 26 & 63)
+            o3 = block | (h >> 32 & 63)
+            b1 = 1 << (h >> 38 & 7)
+            b2 = 1 << (h >> 41 & 7)
+            b3 = 1 << (h >> 44 & 7)
             if bloom[o1] & b1 and bloom[o2] & b2 and bloom[o3] & b3:
                 candidates.append(rid)
             else:

@@ -10,10 +10,9 @@ duplicates are confirmed exactly by a second, narrower pass (:func:`_confirm`).
 
 from __future__ import annotations
 
-import operator
 import os
 from collections.abc import Collection, Iterator, Mapping, Sequence
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, datetime, timezone
 from typing import Any, Final
 
 import attrs
@@ -22,61 +21,15 @@ from loanstate._errors import InvalidConfiguration
 from loanstate._events import _REQUEST_ID, _is_text, _text_problem
 from loanstate._machine import LoanMachine, default_machine
 from loanstate.audit._bloom import DEFAULT_BLOOM_BITS, RequestIdFilter
-from loanstate.audit._read import REQUIRED, Bad, Batch, InputFormat, ProgressCallback, Source, records_of, source_of
-from loanstate.audit._report import FINDING_KINDS, AuditFinding, AuditSummary, short
-from loanstate.audit._times import API_FORM, API_OFFSET, OUT_OF_RANGE, parse_offset, read_time
+from loanstate.audit._fast import fast_path
+from loanstate.audit._read import Bad, Batch, InputFormat, ProgressCallback, Source, records_of, source_of
+from loanstate.audit._report import AuditFinding, AuditSummary, short
+from loanstate.audit._state import Loan, Run
+from loanstate.audit._times import OUT_OF_RANGE, parse_offset, read_time
 
 __all__ = ["HistoryAudit"]
 
-_NOTHING: Final[frozenset[str]] = frozenset()
 _OPTIONAL: Final = ("customer_id", "institution_loan_no")
-_required: Final = operator.itemgetter(*REQUIRED)
-# What a record that is not well formed can raise on the fast path; the slow path then explains.
-# OverflowError: an instant near year 1 or 9999 that leaves the range once in UTC.
-_DOUBT: Final = (LookupError, TypeError, ValueError, AttributeError, OverflowError)
-
-# Per loan: its last after_status, the instant (naive UTC, so comparing is cheap), the line, the time
-# as written, and the optional fields (already checked, so a repeat needs no check).
-_Loan = tuple[str, datetime, int, str, str | None, str | None]
-
-
-@attrs.define
-class _Run:
-    """The state of one audit run: what the fast and slow paths read and update."""
-
-    machine: LoanMachine
-    filter: RequestIdFilter
-    assume: timezone | None
-    canonical: dict[str, str] = attrs.field(init=False)
-    table: dict[str, frozenset[str]] = attrs.field(init=False)
-    loans: dict[str, _Loan] = attrs.Factory(dict)
-    # "+08:00" -> timedelta(hours=8), learnt as met; and the 19-character offset-less forms read.
-    offsets: dict[str, timedelta] = attrs.Factory(dict)
-    naive: dict[str, timedelta] = attrs.Factory(dict)
-    counts: dict[str, int] = attrs.Factory(lambda: dict.fromkeys(FINDING_KINDS, 0))
-    records: int = 0
-    rids: list[str] = attrs.Factory(list)
-    candidates: dict[str, None] = attrs.Factory(dict)
-
-    def __attrs_post_init__(self) -> None:
-        self.canonical = {s: s for s in self.machine.statuses}
-        self.table = {s: frozenset(self.machine.allowed(s)) for s in self.machine.statuses}
-        self.naive[API_FORM] = API_OFFSET
-        if self.assume is not None:
-            self.naive["--T::"] = self.assume.utcoffset(None)
-
-    def finding(self, kind: str, line: int, message: str, loan: object = None, rid: object = None) -> AuditFinding:
-        self.counts[kind] += 1
-        return AuditFinding(
-            kind, line, message, loan if loan.__class__ is str else None, rid if rid.__class__ is str else None
-        )
-
-    def filter_batch(self) -> None:
-        """Pass the batch's request_ids through the filter; remember the candidates."""
-        if self.rids:
-            for rid in self.filter.add(self.rids):
-                self.candidates[rid] = None
-            self.rids.clear()
 
 
 @attrs.define
@@ -145,11 +98,11 @@ class HistoryAudit:
 
         :attr:`summary` is set once the iterator is exhausted.
         """
-        run = _Run(self.machine, RequestIdFilter(self.bloom_bits), self.assume_offset)
+        run = Run(self.machine, RequestIdFilter(self.bloom_bits), self.assume_offset)
         for first, batch in self._source(self.on_progress, None):
             done = 0
             while done < len(batch):
-                done = _fast_path(run, batch, done, first)
+                done = fast_path(run, batch, done, first)
                 if done < len(batch):
                     yield from _slow_path(run, first + done, batch[done])
                     done += 1
@@ -170,80 +123,7 @@ def _assumed(offset: str | timezone | None) -> timezone | None:
     raise InvalidConfiguration("assume_offset", short(offset), "must be a str like '+08:00' or a timezone")
 
 
-def _fast_path(run: _Run, batch: Sequence[Any], start: int, first_line: int) -> int:
-    """Accept records from ``batch[start]`` on; return the index of the first it doubts (or the batch's length).
-
-    A record is accepted when it is well formed, legal and continues its loan's
-    chain forward in time. Any doubt (a missing field, a wrong type, an unknown
-    status...) raises or fails a test, and the slow path decides. Nothing is
-    written for a record until every test has passed.
-    """
-    loans = run.loans
-    loans_get = loans.get
-    table_get = run.table.get
-    canonical = run.canonical
-    offsets_get = run.offsets.get
-    naive = run.naive
-    rids_append = run.rids.append
-    text_ok = _is_text
-    parse_time = datetime.fromisoformat
-    required = _required
-    index = start
-    try:
-        for index in range(start, len(batch)):
-            fields = batch[index]
-            loan, before, after, raw_time, rid = required(fields)
-            if len(raw_time) == 19:  # the API's own "2024-01-01 08:00:00" (GMT+8), or an assumed offset
-                utc = parse_time(raw_time) - naive[raw_time[4:17:3]]
-            else:
-                # "...+08:00": the naive part parses fast and compares fast once
-                # shifted to UTC (aware datetimes of distinct tzinfos compare slowly).
-                offset = offsets_get(raw_time[-6:])
-                if offset is None:
-                    offset = _learn_offset(run.offsets, raw_time[-6:])
-                utc = parse_time(raw_time[:-6]) - offset
-            previous = loans_get(loan)
-            customer_id = fields.get("customer_id")
-            institution_loan_no = fields.get("institution_loan_no")
-            if not (
-                after in table_get(before, _NOTHING)
-                and (rid.isalnum() or _REQUEST_ID.fullmatch(rid) is not None)
-                and rid.isascii()
-                and len(rid) <= 64
-                and raw_time[10] in "T "  # a date alone ("2024-01-04+08:00") is not a date-time
-                and utc.tzinfo is None
-                and (
-                    (previous is not None and previous[0] == before and utc >= previous[1])
-                    or (previous is None and text_ok(loan))
-                )
-                # The optional fields usually repeat the loan's previous values, already checked.
-                and (
-                    customer_id is None or (previous is not None and customer_id == previous[4]) or text_ok(customer_id)
-                )
-                and (
-                    institution_loan_no is None
-                    or (previous is not None and institution_loan_no == previous[5])
-                    or text_ok(institution_loan_no)
-                )
-            ):
-                break
-            rids_append(rid)
-            loans[loan] = (canonical[after], utc, first_line + index, raw_time, customer_id, institution_loan_no)
-        else:
-            index = len(batch)
-    except _DOUBT:
-        pass
-    run.records += index - start
-    return index
-
-
-def _learn_offset(offsets: dict[str, timedelta], suffix: str) -> timedelta:
-    """The UTC offset an ISO 8601 suffix like ``+08:00`` names (remembered); ValueError if it is not one."""
-    offsets[suffix] = parse_offset(suffix)
-    return offsets[suffix]
-
-
-def _slow_path(run: _Run, line: int, record: object) -> Iterator[AuditFinding]:
+def _slow_path(run: Run, line: int, record: object) -> Iterator[AuditFinding]:
     """Judge one record the fast path doubted, in full: every finding it deserves, then the loan's new state."""
     if record is None:
         return  # a blank line
@@ -304,7 +184,7 @@ def _field_problems(record: Mapping[str, Any], canonical: Mapping[str, str], mom
     return bad
 
 
-def _status_findings(run: _Run, line: int, record: Mapping[str, Any]) -> Iterator[AuditFinding]:
+def _status_findings(run: Run, line: int, record: Mapping[str, Any]) -> Iterator[AuditFinding]:
     """unknown-status or illegal-pair, if the record's ``before -> after`` deserves one."""
     loan, before, after, rid = (
         record["loan_apply_no"],
@@ -329,7 +209,7 @@ def _status_findings(run: _Run, line: int, record: Mapping[str, Any]) -> Iterato
 
 
 def _chain_findings(
-    run: _Run, line: int, record: Mapping[str, Any], moment: datetime, *, utc: datetime, previous: _Loan
+    run: Run, line: int, record: Mapping[str, Any], moment: datetime, *, utc: datetime, previous: Loan
 ) -> Iterator[AuditFinding]:
     """chain-break and time-backwards against the loan's previous change."""
     loan, before, rid = record["loan_apply_no"], record["before_status"], record["request_id"]
@@ -347,7 +227,7 @@ def _chain_findings(
         yield run.finding("time-backwards", line, message, loan, rid)
 
 
-def _confirm(run: _Run, batches: Iterator[Batch]) -> Iterator[AuditFinding]:
+def _confirm(run: Run, batches: Iterator[Batch]) -> Iterator[AuditFinding]:
     """The second pass: each candidate request_id's first line, then a finding for every later one."""
     first_line: dict[str, tuple[int, str | None]] = {}
     for line, record in records_of(batches):
