@@ -155,10 +155,17 @@ def _row_of(record: object, statuses: frozenset[str]) -> _Row | ImportProblem:
     if isinstance(record, Bad):
         return ImportProblem("invalid", 0, record.reason)
     if isinstance(record, LoanRecord):
-        record = attrs.asdict(record)
-    if not isinstance(record, Mapping):
+        values = {
+            "loan_apply_no": record.loan_apply_no,
+            "status": record.status,
+            "opened_at": record.opened_at,
+            "customer_id": record.customer_id,
+            "institution_loan_no": record.institution_loan_no,
+        }
+    elif isinstance(record, Mapping):
+        values = {name: record.get(name) for name in _FIELDS}
+    else:
         return ImportProblem("invalid", 0, f"not an object: {type(record).__name__}")
-    values = {name: record.get(name) for name in _FIELDS}
     bad: dict[str, str] = {}
     for name in ("loan_apply_no", "status"):
         if values[name] is None:
@@ -178,6 +185,7 @@ def _row_of(record: object, statuses: frozenset[str]) -> _Row | ImportProblem:
     elif isinstance(moment, str):
         bad["opened_at"] = moment.replace("--assume-offset", "an offset")
     loan = values["loan_apply_no"] if "loan_apply_no" not in bad else None
+    assert loan is None or isinstance(loan, str)
     if bad:
         return ImportProblem("invalid", 0, "; ".join(f"{k}: {v}" for k, v in bad.items()), loan)
     values["opened_at"] = moment
