@@ -14,20 +14,31 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import datetime
 from itertools import islice
-from typing import TYPE_CHECKING, Any, Final, Literal
+from typing import Any, Final, Literal, Protocol
 
 import attrs
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Engine
 
 from loanstate._events import _is_text, _text_problem
+from loanstate._machine import LoanMachine
 from loanstate.audit._read import Bad
 from loanstate.audit._times import OUT_OF_RANGE, read_time
 from loanstate.store import _schema as schema
 from loanstate.store._dialects import retrying
 
-if TYPE_CHECKING:
-    from loanstate.store._store import SqlStore
+
+class _Store(Protocol):
+    """What the import needs of a :class:`~loanstate.SqlStore` (named so, this module imports no store)."""
+
+    @property
+    def engine(self) -> Engine: ...
+
+    @property
+    def machine(self) -> LoanMachine: ...
+
+    def now(self) -> datetime: ...
+
 
 __all__ = ["ImportProblem", "ImportReport", "LoanRecord", "import_loans"]
 
@@ -112,7 +123,7 @@ class _Tally:
 
 
 def import_loans(
-    store: SqlStore,
+    store: _Store,
     numbered: Iterable[tuple[int, object]],
     *,
     batch_size: int = DEFAULT_BATCH,
@@ -138,7 +149,7 @@ def import_loans(
     return tally.report()
 
 
-def _valid_rows(store: SqlStore, numbered: Iterable[tuple[int, object]], tally: _Tally) -> Iterator[tuple[int, _Row]]:
+def _valid_rows(store: _Store, numbered: Iterable[tuple[int, object]], tally: _Tally) -> Iterator[tuple[int, _Row]]:
     statuses = store.machine.statuses
     for line, record in numbered:
         if record is None:
@@ -201,7 +212,7 @@ _READ: Final = sa.select(
 _INSERT: Final = schema.loans.insert()
 
 
-def _write_with_retries(store: SqlStore, batch: list[tuple[int, _Row]], tally: _Tally) -> None:
+def _write_with_retries(store: _Store, batch: list[tuple[int, _Row]], tally: _Tally) -> None:
     # Another writer may open one of the loans between our SELECT and our INSERT: the
     # batch rolls back whole, and the next try finds that loan and compares it.
     for tries_left in reversed(range(3)):
@@ -213,7 +224,7 @@ def _write_with_retries(store: SqlStore, batch: list[tuple[int, _Row]], tally: _
                 raise
 
 
-def _write_batch(store: SqlStore, batch: list[tuple[int, _Row]], tally: _Tally) -> None:
+def _write_batch(store: _Store, batch: list[tuple[int, _Row]], tally: _Tally) -> None:
     """One transaction: read which of the batch's loans exist, insert the others; then count (only once committed)."""
     names = list(dict.fromkeys(row["loan_apply_no"] for _, row in batch))
     with store.engine.begin() as conn:
