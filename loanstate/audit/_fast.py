@@ -33,13 +33,7 @@ _DOUBT: Final = (LookupError, TypeError, ValueError, AttributeError, OverflowErr
 
 
 def fast_path(run: Run, batch: Sequence[Any], start: int, first_line: int) -> int:
-    """Accept records from ``batch[start]`` on; return the index of the first it doubts (or the batch's length).
-
-    A record is accepted when it is well formed, legal and continues its loan's
-    chain forward in time. Any doubt (a missing field, a wrong type, an unknown
-    status...) raises or fails a test, and the slow path decides. Nothing is
-    written for a record until every test has passed.
-    """
+    """Accept plain records from ``batch[start]`` on; the index of the first it doubts (or the batch's length)."""
     loans = run.loans
     loans_get = loans.get
     table_get = run.table.get
