@@ -27,6 +27,7 @@ from loanstate.cli.db import db, prune
 from loanstate.cli.deliver import deliver
 from loanstate.cli.demo import demo
 from loanstate.cli.gateway import gateway
+from loanstate.cli.importing import import_
 from loanstate.cli.lifecycle import check, diagram
 from loanstate.cli.outbox import outbox
 
@@ -47,7 +48,7 @@ def cli() -> None:
 
 
 # One line per command: what the command line offers is read here, in one place.
-for _command in (demo, check, diagram, audit, gateway, deliver, outbox, db, console):
+for _command in (demo, check, diagram, audit, import_, gateway, deliver, outbox, db, console):
     cli.add_command(_command)
 outbox.add_command(prune)
 

@@ -7,6 +7,7 @@ in one transaction; :class:`~loanstate.Dispatcher` drains the outbox.
 from __future__ import annotations
 
 from loanstate.store._dialects import make_engine
+from loanstate.store._import import ImportProblem, ImportReport, LoanRecord
 from loanstate.store._migrate import SchemaStatus
 from loanstate.store._outbox import Outbox
 from loanstate.store._records import Change, Claim, OutboxEntry, OutboxState, OutboxStatus, Outcome, ParkedLoan
@@ -17,6 +18,9 @@ __all__ = [
     "SCHEMA_VERSION",
     "Change",
     "Claim",
+    "ImportProblem",
+    "ImportReport",
+    "LoanRecord",
     "Outbox",
     "OutboxEntry",
     "OutboxState",

@@ -16,6 +16,7 @@ from loanstate._events import LoanChangeEvent, _check_text, derive_request_id
 from loanstate._machine import LoanMachine, default_machine
 from loanstate.store import _schema as schema
 from loanstate.store._dialects import READ_ONLY, UtcDateTime, insert_if_absent, make_engine, retrying
+from loanstate.store._import import DEFAULT_BATCH, ImportReport, LoanRecord, import_loans
 from loanstate.store._migrate import SchemaStatus, schema_status, upgrade
 from loanstate.store._outbox import Outbox
 from loanstate.store._prune import prune_batches
@@ -452,3 +453,18 @@ class SqlStore:
 
     def _reading(self) -> Any:
         return self.engine.execution_options(**READ_ONLY).begin()
+
+    # -- bulk import (loanstate/store/_import.py) --------------------------------
+
+    def open_loans(
+        self, records: Iterable[LoanRecord | Mapping[str, object]], *, batch_size: int = DEFAULT_BATCH
+    ) -> ImportReport:
+        """Register many loans at their current status, ``batch_size`` per transaction; say what happened.
+
+        Each record is a :class:`~loanstate.store.LoanRecord` or a mapping of its
+        fields. A loan already open with the same status and identity counts as
+        *unchanged* (so an interrupted import can be run again); one open
+        differently is a *conflict*, never overwritten; a bad record is
+        *invalid*. Problems carry the record's 1-based position as ``line``.
+        """
+        return import_loans(self, enumerate(records, start=1), batch_size=batch_size)
