@@ -507,9 +507,7 @@ def outbox_retry(loan_apply_no: str, db: str | None, config: str | None) -> int:
 def outbox_skip(request_id: str, db: str | None, config: str | None) -> int:
     """Set a parked (or pending) event aside for good, so the loan's later events go on."""
     with open_store(settings(config, db)) as store:
-        event = store.skip(request_id)
-    click.echo(
-        f"skipped {request_id}: loan {event.loan_apply_no!r} {event.before_status} -> {event.after_status} "
-        "(never sent; tell the platform another way if it must know)"
-    )
+        skipped = store.outbox.skip(request_id)
+    for rid, loan_apply_no in skipped.items():
+        click.echo(f"skipped {rid}: loan {loan_apply_no!r} (never sent; tell the platform another way if it must know)")
     return 0

@@ -18,8 +18,19 @@ import attrs
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from loanstate._errors import InvalidEvent, UnknownLoan
+from loanstate._errors import InvalidEvent, LoanStateError, UnknownLoan
 from loanstate._events import LoanChangeEvent
+from loanstate.store._checks import (
+    check_count,
+    check_instances,
+    check_lease,
+    check_owner,
+    check_request_id,
+    check_search,
+    check_text,
+    configuration_error,
+    shorten,
+)
 from loanstate.store._dialects import READ_ONLY, UtcDateTime, for_claim, retrying
 from loanstate.store._records import Claim, OutboxEntry, OutboxStatus, Outcome, ParkedLoan
 from loanstate.store._schema import loans, outbox
@@ -29,6 +40,8 @@ __all__ = ["Outbox"]
 T = TypeVar("T")
 
 _OPEN = ("pending", "parked")  # states that hold a loan's later events back
+# Keys per IN (...) list: bound parameters stay well under every engine's limit (SQLite: 32766).
+_CHUNK: Final = 500
 
 
 # Statements built once: each dispatcher cycle only binds values (no statement
@@ -66,6 +79,46 @@ _LET_GO: Final = (
 )
 
 
+_SKIPPABLE: Final = sa.select(
+    outbox.c.id,
+    outbox.c.request_id,
+    outbox.c.loan_apply_no,
+    outbox.c.state,
+    outbox.c.lease_owner,
+    outbox.c.lease_expires_at,
+).where(outbox.c.request_id.in_(sa.bindparam("b_rids", expanding=True)))
+_SKIP: Final = (
+    sa.update(outbox)
+    .where(outbox.c.id.in_(sa.bindparam("b_ids", expanding=True)), outbox.c.state.in_(_OPEN))
+    .values(state="skipped", lease_owner=None, lease_expires_at=None)
+)
+
+
+def _unpark(ids: list[int], state: str, values: dict[str, Any]) -> sa.Update:
+    # The state test again: a dispatcher may have settled the event since we selected it.
+    return sa.update(outbox).where(outbox.c.id.in_(ids), outbox.c.state == state).values(**values)
+
+
+def _refuse_skip(request_id: str, row: Any, now: datetime) -> None:
+    """Raise InvalidEvent when the event ``row`` holds must not be skipped (see :meth:`Outbox.skip`)."""
+    if row is None:
+        raise InvalidEvent(
+            {"request_id": f"no event with request_id {request_id!r} in the outbox; nothing was skipped"}
+        )
+    if row.state == "delivered":
+        raise InvalidEvent(
+            {"request_id": f"event {request_id!r} was already delivered; nothing to skip, nothing was skipped"}
+        )
+    if row.state == "pending" and row.lease_expires_at is not None and row.lease_expires_at > now:
+        raise InvalidEvent(
+            {
+                "request_id": f"event {request_id!r} is being delivered by {row.lease_owner!r} (lease until "
+                f"{row.lease_expires_at.isoformat()}); skip it once it is parked or its lease has expired; "
+                "nothing was skipped"
+            }
+        )
+
+
 def _claim_statement(dialect: str) -> sa.Select[Any]:
     """Due heads of their loans, oldest first: nothing earlier of the loan is pending or parked."""
     earlier = outbox.alias("earlier")
@@ -80,7 +133,15 @@ def _claim_statement(dialect: str) -> sa.Select[Any]:
     )
     now = sa.bindparam("b_now", type_=_AT)
     stmt = (
-        sa.select(outbox.c.id, outbox.c.payload, outbox.c.sequence, outbox.c.attempts, outbox.c.first_failed_at)
+        sa.select(
+            outbox.c.id,
+            outbox.c.request_id,
+            outbox.c.loan_apply_no,
+            outbox.c.payload,
+            outbox.c.sequence,
+            outbox.c.attempts,
+            outbox.c.first_failed_at,
+        )
         .where(
             outbox.c.state == "pending",
             outbox.c.next_attempt_at <= now,
@@ -95,6 +156,53 @@ def _claim_statement(dialect: str) -> sa.Select[Any]:
 
 def _event(payload: str) -> LoanChangeEvent:
     return LoanChangeEvent.from_dict(json.loads(payload))
+
+
+def _read_claimed(row: Any) -> LoanChangeEvent | str:
+    """The event a claimed row holds, or why it cannot be sent (its loan is then parked with that reason)."""
+    try:
+        event = _event(row.payload)
+    except (ValueError, TypeError, RecursionError, LoanStateError) as exc:
+        # ValueError covers JSONDecodeError; a payload nested past the parser's depth is a RecursionError.
+        return f"unreadable outbox payload ({type(exc).__name__}: {shorten(str(exc))}); fix or skip the event"
+    if (event.request_id, event.loan_apply_no) != (row.request_id, row.loan_apply_no):
+        # Sending it would notify another change, or another loan, than the row says.
+        return (
+            f"outbox payload does not match its row (payload request_id {shorten(event.request_id)}, "
+            f"loan {shorten(event.loan_apply_no)}); fix or skip the event"
+        )
+    return event
+
+
+def _parking(reason: str, at: datetime) -> dict[str, Any]:
+    return {
+        "state": "parked",
+        "last_error": reason,
+        "first_failed_at": sa.func.coalesce(outbox.c.first_failed_at, at),
+        "lease_owner": None,
+        "lease_expires_at": None,
+    }
+
+
+def _config(setting: str, value: object) -> Callable[[str], Exception]:
+    return lambda problem: configuration_error(setting, value, problem)
+
+
+def _selected(
+    loan_apply_nos: tuple[object, ...], all_parked: object, error_contains: object
+) -> tuple[list[str], str | None]:
+    """Check :meth:`Outbox.retry`'s selection; return the loan numbers and the search text."""
+    if not isinstance(all_parked, bool):
+        raise InvalidEvent(
+            {"all_parked": f"must be True or False, got {type(all_parked).__name__} {shorten(all_parked)}"}
+        )
+    names = sorted({check_text("loan_apply_no", n) for n in loan_apply_nos})
+    search = None if error_contains is None else check_search("error_contains", error_contains)
+    if names and all_parked:
+        raise InvalidEvent({"all_parked": "give loan numbers or all_parked=True, not both"})
+    if not names and not all_parked and search is None:
+        raise InvalidEvent({"loan_apply_no": "nothing selected: give loan numbers, all_parked=True, or error_contains"})
+    return names, search
 
 
 @attrs.define
@@ -122,7 +230,12 @@ class Outbox:
         return retrying(once)
 
     def claim(self, owner: str, *, limit: int, lease: timedelta) -> list[Claim]:
-        """Lease up to ``limit`` due events, each the head of its loan, oldest first."""
+        """Lease up to ``limit`` due events, each the head of its loan, oldest first.
+
+        A due event whose payload cannot be read back into an event (or names
+        another change than its row) is never returned: it is parked with the
+        reason, so its loan waits for an operator and every other loan goes on.
+        """
         return self.settle_and_claim((), owner, limit=limit, lease=lease)
 
     def settle_and_claim(
@@ -139,6 +252,11 @@ class Outbox:
         ``let_go`` are claims of ``owner`` it will not deliver (they waited too
         long): their leases are released first, so they can be claimed afresh.
         """
+        outcomes = check_instances("outcomes", outcomes, Outcome, error=_config("outcomes", outcomes))  # type: ignore[assignment]
+        let_go = check_instances("let_go", let_go, Claim, error=_config("let_go", let_go))  # type: ignore[assignment]
+        owner = check_owner(owner)
+        limit = check_count("limit", limit)
+        lease = check_lease(lease)
         if not outcomes and not let_go and limit <= 0:
             return []
 
@@ -155,19 +273,26 @@ class Outbox:
         if not rows:
             return []
         expires = now + lease
-        conn.execute(_LEASE, {"b_ids": [r.id for r in rows], "b_owner": owner, "b_expires": expires})
-        return [
-            Claim(
-                outbox_id=r.id,
-                event=_event(r.payload),
-                sequence=r.sequence,
-                attempts=r.attempts,
-                first_failed_at=r.first_failed_at,
-                lease_owner=owner,
-                lease_expires_at=expires,
+        claims: list[Claim] = []
+        for r in rows:
+            event = _read_claimed(r)
+            if isinstance(event, str):
+                conn.execute(sa.update(outbox).where(outbox.c.id == r.id).values(**_parking(event, now)))
+                continue
+            claims.append(
+                Claim(
+                    outbox_id=r.id,
+                    event=event,
+                    sequence=r.sequence,
+                    attempts=r.attempts,
+                    first_failed_at=r.first_failed_at,
+                    lease_owner=owner,
+                    lease_expires_at=expires,
+                )
             )
-            for r in rows
-        ]
+        if claims:
+            conn.execute(_LEASE, {"b_ids": [c.outbox_id for c in claims], "b_owner": owner, "b_expires": expires})
+        return claims
 
     def _let_go(self, conn: Connection, claims: Sequence[Claim]) -> None:
         # Only leases still ours: another worker may have taken an expired one over.
@@ -182,8 +307,9 @@ class Outbox:
         or a park only by the lease's owner, so a worker whose lease expired
         cannot undo the newer owner's work.
         """
-        if outcomes:
-            self._tx(lambda conn: self._settle(conn, outcomes))
+        checked: list[Outcome] = check_instances("outcomes", outcomes, Outcome, error=_config("outcomes", outcomes))  # type: ignore[assignment]
+        if checked:
+            self._tx(lambda conn: self._settle(conn, checked))
 
     def _settle(self, conn: Connection, outcomes: Sequence[Outcome]) -> None:
         row = outbox.c
@@ -219,6 +345,7 @@ class Outbox:
 
     def release(self, owner: str) -> int:
         """Give up every lease ``owner`` holds (a graceful stop, or a restart under the same name)."""
+        owner = check_owner(owner)
 
         def run(conn: Connection) -> int:
             result = conn.execute(
@@ -230,66 +357,88 @@ class Outbox:
 
         return self._tx(run)
 
-    def retry_loan(self, loan_apply_no: str) -> int:
-        """Un-park the loan's parked event, due now; returns 0 when nothing was parked.
+    def retry(self, *loan_apply_nos: str, all_parked: bool = False, error_contains: str | None = None) -> int:
+        """Return parked events to pending, due now; returns how many were parked and now are not.
 
-        A pending event of the loan waiting out a backoff is made due now as well
-        (the operator says the cause is fixed), without resetting its age.
+        The selection is the parked events of the named loans, or of every
+        loan with ``all_parked=True``, narrowed to those whose last error
+        contains ``error_contains`` (case-sensitive) when given; the search
+        text alone selects across every loan. Pending events of the selection
+        waiting out a backoff are made due now as well (the operator says the
+        cause is fixed), without resetting their age. An unknown loan number
+        raises :class:`~loanstate.UnknownLoan` and changes nothing; an empty
+        selection or a wrong-typed argument raises :class:`~loanstate.InvalidEvent`.
         """
+        names, search = _selected(loan_apply_nos, all_parked, error_contains)
 
         def run(conn: Connection) -> int:
-            if conn.scalar(sa.select(loans.c.version).where(loans.c.loan_apply_no == loan_apply_no)) is None:
-                raise UnknownLoan(loan_apply_no)
+            for start in range(0, len(names), _CHUNK):
+                chunk = names[start : start + _CHUNK]
+                known = set(conn.scalars(sa.select(loans.c.loan_apply_no).where(loans.c.loan_apply_no.in_(chunk))))
+                missing = next((n for n in chunk if n not in known), None)
+                if missing is not None:
+                    raise UnknownLoan(missing)
             now = self.clock()
-            conn.execute(
-                sa.update(outbox)
-                .where(
-                    outbox.c.loan_apply_no == loan_apply_no,
-                    outbox.c.state == "pending",
-                    outbox.c.next_attempt_at > now,
-                )
-                .values(next_attempt_at=now)
-            )
-            result = conn.execute(
-                sa.update(outbox)
-                .where(outbox.c.loan_apply_no == loan_apply_no, outbox.c.state == "parked")
-                .values(state="pending", next_attempt_at=now, first_failed_at=None)
-            )
-            return int(result.rowcount)
+            retried = 0
+            for ids, state in self._selection(conn, names, search, now):
+                if state == "parked":
+                    values: dict[str, Any] = {"state": "pending", "next_attempt_at": now, "first_failed_at": None}
+                    retried += int(conn.execute(_unpark(ids, state, values)).rowcount)
+                else:
+                    conn.execute(_unpark(ids, state, {"next_attempt_at": now}))
+            return retried
 
         return self._tx(run)
 
-    def skip(self, request_id: str) -> LoanChangeEvent:
-        """Mark a parked or pending event as skipped (never sent); idempotent for an already skipped one.
+    def _selection(
+        self, conn: Connection, names: list[str], search: str | None, now: datetime
+    ) -> list[tuple[list[int], str]]:
+        """Ids of the parked events, and of the pending ones in backoff, that :meth:`retry` selected."""
+        found: dict[str, list[int]] = {"parked": [], "pending": []}
+        waiting = sa.or_(
+            outbox.c.state == "parked", sa.and_(outbox.c.state == "pending", outbox.c.next_attempt_at > now)
+        )
+        stmt = sa.select(outbox.c.id, outbox.c.state, outbox.c.last_error).where(waiting)
+        if search is not None:
+            # LIKE narrows it on the server; the exact (case-sensitive) test is
+            # ours, as LIKE's case rules differ per engine.
+            stmt = stmt.where(outbox.c.last_error.contains(search, autoescape=True))
+        scopes = [names[i : i + _CHUNK] for i in range(0, len(names), _CHUNK)] if names else [None]
+        for scope in scopes:
+            scoped = stmt if scope is None else stmt.where(outbox.c.loan_apply_no.in_(scope))
+            for row in conn.execute(scoped):
+                if search is None or search in (row.last_error or ""):
+                    found[row.state].append(row.id)
+        return [(ids[i : i + _CHUNK], state) for state, ids in found.items() for i in range(0, len(ids), _CHUNK)]
 
-        An event a worker is sending right now (its lease has not expired) is
-        refused: it may reach the platform whatever we record, and its loan's
-        next event must not overtake it.
+    def skip(self, *request_ids: str) -> dict[str, str]:
+        """Mark parked or pending events as skipped (never sent), all of them or none.
+
+        Returns the events skipped by this call, request_id -> loan_apply_no
+        (one already skipped is accepted and not counted again). Refused with
+        :class:`~loanstate.InvalidEvent`, changing nothing, when a request_id
+        is malformed or unknown, its event was delivered, or a worker is
+        sending it right now (its lease has not expired: it may reach the
+        platform whatever we record, and its loan's next event must not
+        overtake it). A payload that cannot be read can be skipped like any other.
         """
+        wanted = sorted({check_request_id(r) for r in request_ids})
+        if not wanted:
+            raise InvalidEvent({"request_id": "nothing selected: give at least one request_id"})
 
-        def run(conn: Connection) -> LoanChangeEvent:
-            row = conn.execute(
-                sa.select(
-                    outbox.c.id, outbox.c.state, outbox.c.payload, outbox.c.lease_owner, outbox.c.lease_expires_at
-                ).where(outbox.c.request_id == request_id)
-            ).first()
-            if row is None:
-                raise InvalidEvent({"request_id": f"no event with request_id {request_id!r} in the outbox"})
-            if row.state == "delivered":
-                raise InvalidEvent({"request_id": f"event {request_id!r} was already delivered; nothing to skip"})
-            if row.state == "pending" and row.lease_expires_at is not None and row.lease_expires_at > self.clock():
-                raise InvalidEvent(
-                    {
-                        "request_id": f"event {request_id!r} is being delivered by {row.lease_owner!r} (lease until "
-                        f"{row.lease_expires_at.isoformat()}); skip it once it is parked or its lease has expired"
-                    }
-                )
-            conn.execute(
-                sa.update(outbox)
-                .where(outbox.c.id == row.id)
-                .values(state="skipped", lease_owner=None, lease_expires_at=None)
-            )
-            return _event(row.payload)
+        def run(conn: Connection) -> dict[str, str]:
+            now = self.clock()
+            rows = {}
+            for start in range(0, len(wanted), _CHUNK):
+                chunk = wanted[start : start + _CHUNK]
+                for row in conn.execute(_SKIPPABLE, {"b_rids": chunk}):
+                    rows[row.request_id] = row
+            for request_id in wanted:
+                _refuse_skip(request_id, rows.get(request_id), now)
+            todo = [r for r in rows.values() if r.state != "skipped"]
+            for start in range(0, len(todo), _CHUNK):
+                conn.execute(_SKIP, {"b_ids": [r.id for r in todo[start : start + _CHUNK]]})
+            return {r.request_id: r.loan_apply_no for r in todo}
 
         return self._tx(run)
 

@@ -7,15 +7,22 @@ from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any, Final, TypeVar
 
-import attrs
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from loanstate._errors import ConcurrentChange, InvalidEvent, UnknownLoan
-from loanstate._events import LoanChangeEvent, _check_text, derive_request_id
+from loanstate._events import LoanChangeEvent, derive_request_id
 from loanstate._machine import LoanMachine, default_machine
 from loanstate.store import _schema as schema
-from loanstate.store._dialects import READ_ONLY, UtcDateTime, insert_if_absent, make_engine, retrying
+from loanstate.store._checks import check_at, check_instances, check_text, configuration_error, shorten
+from loanstate.store._dialects import (
+    READ_ONLY,
+    UtcDateTime,
+    autocommit_problem,
+    insert_if_absent,
+    make_engine,
+    retrying,
+)
 from loanstate.store._outbox import Outbox
 from loanstate.store._records import Change, OutboxEntry, OutboxStatus
 
@@ -52,17 +59,21 @@ def _utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-def _check_text_value(field: str, value: object) -> None:
-    # The event's own validator, so a loan that opens is one whose events can exist.
-    _check_text(None, getattr(attrs.fields(LoanChangeEvent), field), value)
+def _checked_change(change: object) -> Change:
+    """``change`` with its fields checked (plain str values), else InvalidEvent naming the field."""
+    if not isinstance(change, Change):
+        raise InvalidEvent({"changes": f"must hold Change objects, got {type(change).__name__} {shorten(change)}"})
+    expected = change.expected_before
+    return Change(
+        check_text("loan_apply_no", change.loan_apply_no),
+        check_text("after_status", change.after),
+        check_at(change.at),
+        None if expected is None else check_text("expected_before", expected),
+    )
 
 
-def _check_at(at: object) -> datetime:
-    if not isinstance(at, datetime):
-        raise InvalidEvent({"change_time": f"must be a datetime, got {type(at).__name__} {at!r}"})
-    if at.utcoffset() is None:
-        raise InvalidEvent({"change_time": f"must be timezone-aware, got naive {at.isoformat()!r} (attach a tzinfo)"})
-    return at
+def _changes_error(problem: str) -> InvalidEvent:
+    return InvalidEvent({"changes": problem})
 
 
 class SqlStore:
@@ -87,7 +98,26 @@ class SqlStore:
         machine: LoanMachine | None = None,
         clock: Callable[[], datetime] | None = None,
     ) -> None:
-        self.engine: Final[Engine] = make_engine(url_or_engine)
+        if not isinstance(url_or_engine, str | sa.URL | Engine):
+            raise configuration_error(
+                "url_or_engine", url_or_engine, "must be a database URL (str or sqlalchemy.URL) or an Engine"
+            )
+        if machine is not None and not isinstance(machine, LoanMachine):
+            raise configuration_error("machine", machine, "must be a LoanMachine")
+        if clock is not None and not callable(clock):
+            raise configuration_error("clock", clock, "must be a callable returning an aware datetime")
+        problem = autocommit_problem(url_or_engine) if isinstance(url_or_engine, Engine) else None
+        if problem is not None:
+            raise configuration_error("url_or_engine", url_or_engine, problem)
+        try:
+            engine = make_engine(url_or_engine)
+        except ValueError as exc:  # a refused in-memory engine
+            raise configuration_error("url_or_engine", url_or_engine, str(exc)) from None
+        except sa.exc.ArgumentError as exc:  # a malformed URL
+            raise configuration_error("url_or_engine", url_or_engine, f"is not a database URL ({exc})") from None
+        except sa.exc.NoSuchModuleError as exc:
+            raise configuration_error("url_or_engine", url_or_engine, f"names no installed database ({exc})") from None
+        self.engine: Final[Engine] = engine
         self.machine: Final[LoanMachine] = machine or default_machine()
         self._clock = clock or _utc_now
         self._owns_engine = not isinstance(url_or_engine, Engine)
@@ -161,12 +191,13 @@ class SqlStore:
         event of the loan. Raises :class:`~loanstate.InvalidEvent` for a bad
         field, an unknown status, or a loan that is already open.
         """
-        _check_text_value("loan_apply_no", loan_apply_no)
-        for name, optional in (("customer_id", customer_id), ("institution_loan_no", institution_loan_no)):
-            if optional is not None:
-                _check_text_value(name, optional)
-        _check_at(at)
-        start = self.machine.initial if status is None else status
+        loan_apply_no = check_text("loan_apply_no", loan_apply_no)
+        if customer_id is not None:
+            customer_id = check_text("customer_id", customer_id)
+        if institution_loan_no is not None:
+            institution_loan_no = check_text("institution_loan_no", institution_loan_no)
+        check_at(at, "at")
+        start = self.machine.initial if status is None else check_text("status", status)
         if start not in self.machine.statuses:
             known = ", ".join(sorted(self.machine.statuses))
             raise InvalidEvent({"status": f"unknown status {start!r} (known: {known})"})
@@ -228,9 +259,7 @@ class SqlStore:
         those of :meth:`transition`, raised for the first bad change, with
         nothing written.
         """
-        batch = list(changes)
-        for change in batch:
-            _check_at(change.at)
+        batch = [_checked_change(c) for c in check_instances("changes", changes, object, error=_changes_error)]
         if not batch:
             return []
         return self._write(lambda conn: self._apply(conn, batch), connection)
@@ -339,6 +368,7 @@ class SqlStore:
 
     def status(self, loan_apply_no: str) -> str:
         """The loan's current status; :class:`~loanstate.UnknownLoan` if it was never opened."""
+        loan_apply_no = check_text("loan_apply_no", loan_apply_no)
         with self._reading() as conn:
             found = conn.scalar(sa.select(schema.loans.c.status).where(schema.loans.c.loan_apply_no == loan_apply_no))
         if found is None:
@@ -347,6 +377,7 @@ class SqlStore:
 
     def history(self, loan_apply_no: str) -> list[LoanChangeEvent]:
         """Every change of the loan, oldest first, exactly as it was made (offsets included)."""
+        loan_apply_no = check_text("loan_apply_no", loan_apply_no)
         h = schema.history
         with self._reading() as conn:
             rows = conn.execute(sa.select(h).where(h.c.loan_apply_no == loan_apply_no).order_by(h.c.sequence)).all()
@@ -371,13 +402,29 @@ class SqlStore:
 
     # -- the outbox, for operators ---------------------------------------------
 
-    def retry(self, loan_apply_no: str) -> int:
-        """Un-park the loan: its parked event is tried again at once. Returns how many were un-parked (0 or 1)."""
-        return self.outbox.retry_loan(loan_apply_no)
+    def retry(self, *loan_apply_nos: str, all_parked: bool = False, error_contains: str | None = None) -> int:
+        """Try parked events again, at once; returns how many went from parked back to pending.
 
-    def skip(self, request_id: str) -> LoanChangeEvent:
-        """Set a parked (or pending) event aside for good, so the loan's later events go on. Returns the event."""
-        return self.outbox.skip(request_id)
+        Select the parked events of the named loans, or of every loan with
+        ``all_parked=True``; ``error_contains`` narrows the selection to events
+        whose last error contains that text (case-sensitive), or alone selects
+        them across every loan. Selected events waiting out a backoff are made
+        due now too. All in one transaction: an unknown loan raises
+        :class:`~loanstate.UnknownLoan` and changes nothing; an empty selection
+        or a non-str argument raises :class:`~loanstate.InvalidEvent`.
+        """
+        return self.outbox.retry(*loan_apply_nos, all_parked=all_parked, error_contains=error_contains)
+
+    def skip(self, *request_ids: str) -> int:
+        """Set parked (or pending) events aside for good, so their loans' later events go on.
+
+        All or nothing, in one transaction: if any request_id is unknown,
+        malformed, already delivered, or being sent right now (under a live
+        lease), :class:`~loanstate.InvalidEvent` says which and nothing is
+        skipped. Returns how many events this call skipped (an event skipped
+        before is accepted and not counted again).
+        """
+        return len(self.outbox.skip(*request_ids))
 
     def outbox_status(self) -> OutboxStatus:
         """Counts per state, the lag of the oldest pending event, and the parked loans."""
@@ -385,6 +432,8 @@ class SqlStore:
 
     def outbox_entries(self, loan_apply_no: str | None = None) -> list[OutboxEntry]:
         """The outbox rows of one loan (by sequence), or of every loan (oldest first)."""
+        if loan_apply_no is not None:
+            loan_apply_no = check_text("loan_apply_no", loan_apply_no)
         return self.outbox.entries(loan_apply_no)
 
     # -- transactions -----------------------------------------------------------
@@ -395,6 +444,11 @@ class SqlStore:
 
     def _write(self, fn: Callable[[Connection], T], connection: Connection | None) -> T:
         if connection is not None:
+            if not isinstance(connection, Connection):
+                raise configuration_error("connection", connection, "must be a sqlalchemy Connection (or None)")
+            problem = autocommit_problem(connection)
+            if problem is not None:
+                raise configuration_error("connection", connection, problem)
             # A savepoint keeps the caller's transaction usable if we raise halfway.
             with connection.begin_nested():
                 return fn(connection)
