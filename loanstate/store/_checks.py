@@ -91,13 +91,13 @@ def check_request_id(value: object) -> str:
 
 
 def check_search(field: str, value: object) -> str:
-    """Text to search for: a non-empty str of at most 1000 printable characters, else InvalidEvent."""
+    """Text to search for: 1-1000 printable characters, not all blank, else InvalidEvent."""
     value = _plain(value)
     if not isinstance(value, str):
         raise InvalidEvent({field: f"must be a string, got {type(value).__name__} {shorten(value)}"})
-    if not value or len(value) > _MAX_SEARCH or not value.isprintable():
+    if value.isspace() or not 0 < len(value) <= _MAX_SEARCH or not value.isprintable():
         raise InvalidEvent(
-            {field: f"must be 1-{_MAX_SEARCH} printable characters (no control characters), got {shorten(value)}"}
+            {field: f"must be 1-{_MAX_SEARCH} printable characters, not all blank, got {shorten(value)}"}
         )
     return value
 
