@@ -2,22 +2,21 @@
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any, Final, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from loanstate._errors import ConcurrentChange, InvalidEvent, UnknownLoan
-from loanstate._events import LoanChangeEvent, derive_request_id
+from loanstate._errors import InvalidEvent, UnknownLoan
+from loanstate._events import LoanChangeEvent
 from loanstate._machine import LoanMachine, default_machine
 from loanstate.store import _schema as schema
+from loanstate.store._changes import ChangeWriter
 from loanstate.store._checks import check_at, check_instances, check_text, configuration_error, shorten
 from loanstate.store._dialects import (
     READ_ONLY,
-    UtcDateTime,
     autocommit_problem,
     insert_if_absent,
     make_engine,
@@ -29,30 +28,6 @@ from loanstate.store._records import Change, OutboxEntry, OutboxStatus
 __all__ = ["SqlStore"]
 
 T = TypeVar("T")
-
-# Bound parameters per statement stay well under every engine's limit (SQLite: 32766).
-_CHUNK: Final = 500
-
-# Statements built once: a change then only binds values (construction and cache
-# lookups are a large share of a one-change transaction's cost).
-_READ_LOANS: Final = sa.select(
-    schema.loans.c.loan_apply_no,
-    schema.loans.c.status,
-    schema.loans.c.version,
-    schema.loans.c.customer_id,
-    schema.loans.c.institution_loan_no,
-).where(schema.loans.c.loan_apply_no.in_(sa.bindparam("b_names", expanding=True)))
-_COMPARE_AND_SET: Final = (
-    sa.update(schema.loans)
-    .where(schema.loans.c.loan_apply_no == sa.bindparam("b_loan"), schema.loans.c.version == sa.bindparam("b_old"))
-    .values(
-        status=sa.bindparam("b_status", type_=sa.String()),
-        version=sa.bindparam("b_new", type_=sa.Integer()),
-        updated_at=sa.bindparam("b_now", type_=UtcDateTime()),
-    )
-)
-_INSERT_HISTORY: Final = schema.history.insert()
-_INSERT_OUTBOX: Final = schema.outbox.insert()
 
 
 def _utc_now() -> datetime:
@@ -119,6 +94,7 @@ class SqlStore:
             raise configuration_error("url_or_engine", url_or_engine, f"names no installed database ({exc})") from None
         self.engine: Final[Engine] = engine
         self.machine: Final[LoanMachine] = machine or default_machine()
+        self._writer = ChangeWriter.for_engine(engine, self.machine)
         self._clock = clock or _utc_now
         self._owns_engine = not isinstance(url_or_engine, Engine)
         #: The outbox's lower-level operations (claiming, settling), used by the dispatcher.
@@ -262,109 +238,7 @@ class SqlStore:
         batch = [_checked_change(c) for c in check_instances("changes", changes, object, error=_changes_error)]
         if not batch:
             return []
-        return self._write(lambda conn: self._apply(conn, batch), connection)
-
-    def _apply(self, conn: Connection, batch: Sequence[Change]) -> list[LoanChangeEvent]:
-        names = sorted({c.loan_apply_no for c in batch})
-        current: dict[str, Any] = {}
-        for start in range(0, len(names), _CHUNK):
-            rows = conn.execute(_READ_LOANS, {"b_names": names[start : start + _CHUNK]})
-            current.update({row.loan_apply_no: row for row in rows})
-        status = {name: row.status for name, row in current.items()}
-        version = {name: row.version for name, row in current.items()}
-        events: list[LoanChangeEvent] = []
-        history_rows: list[dict[str, Any]] = []
-        outbox_rows: list[dict[str, Any]] = []
-        now = self._clock()
-        for change in batch:
-            loan = change.loan_apply_no
-            row = current.get(loan)
-            if row is None:
-                raise UnknownLoan(loan)
-            before = status[loan]
-            if change.expected_before is not None and change.expected_before != before:
-                raise ConcurrentChange(loan, expected=change.expected_before, actual=before)
-            sequence = version[loan] + 1
-            request_id = derive_request_id(loan, before, change.after, change.at, sequence=sequence)
-            event = self.machine.change(
-                loan_apply_no=loan,
-                before=before,
-                after=change.after,
-                at=change.at,
-                customer_id=row.customer_id,
-                institution_loan_no=row.institution_loan_no,
-                request_id=request_id,
-            )
-            status[loan] = change.after
-            version[loan] = sequence
-            events.append(event)
-            offset = change.at.utcoffset() or timedelta(0)
-            history_rows.append(
-                {
-                    "loan_apply_no": loan,
-                    "sequence": sequence,
-                    "before_status": before,
-                    "after_status": change.after,
-                    "change_time": change.at,
-                    "utc_offset_seconds": int(offset.total_seconds()),
-                    "request_id": request_id,
-                    "customer_id": row.customer_id,
-                    "institution_loan_no": row.institution_loan_no,
-                    "recorded_at": now,
-                }
-            )
-            outbox_rows.append(
-                {
-                    "request_id": request_id,
-                    "loan_apply_no": loan,
-                    "sequence": sequence,
-                    "payload": json.dumps(event.to_dict(), ensure_ascii=False, separators=(",", ":")),
-                    "state": "pending",
-                    "attempts": 0,
-                    "next_attempt_at": now,
-                    "created_at": now,
-                }
-            )
-        self._compare_and_set(conn, current, status, version, now)
-        conn.execute(_INSERT_HISTORY, history_rows)
-        conn.execute(_INSERT_OUTBOX, outbox_rows)
-        return events
-
-    def _compare_and_set(
-        self,
-        conn: Connection,
-        read: dict[str, Any],
-        status: dict[str, str],
-        version: dict[str, int],
-        now: datetime,
-    ) -> None:
-        """Move every loan of the batch from the version we read to its new one, or raise."""
-        loans = schema.loans
-        stmt = _COMPARE_AND_SET
-        params = [
-            {"b_loan": n, "b_old": read[n].version, "b_status": status[n], "b_new": version[n], "b_now": now}
-            # In key order, so two batches touching the same loans lock them in the same order (no deadlock).
-            for n in sorted(status)
-        ]
-        if self.engine.dialect.supports_sane_multi_rowcount or len(params) == 1:
-            if conn.execute(stmt, params).rowcount == len(params):
-                return
-        elif all(conn.execute(stmt, p).rowcount == 1 for p in params):
-            return
-        # Somebody changed a loan between our read and our write: name it. The
-        # caller's transaction (or our savepoint) rolls back whatever we wrote.
-        found = {}
-        for name in read:
-            found[name] = conn.execute(
-                sa.select(loans.c.status, loans.c.version).where(loans.c.loan_apply_no == name)
-            ).first()
-        # A loan we did not move to the state we meant is the one another writer took.
-        lost = next(
-            (n for n, r in found.items() if r is None or (r.version, r.status) != (version[n], status[n])),
-            next(iter(read)),
-        )
-        current = found[lost]
-        raise ConcurrentChange(lost, expected=read[lost].status, actual=None if current is None else current.status)
+        return self._write(lambda conn: self._writer.apply(conn, batch, self._clock()), connection)
 
     def status(self, loan_apply_no: str) -> str:
         """The loan's current status; :class:`~loanstate.UnknownLoan` if it was never opened."""
