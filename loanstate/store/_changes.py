@@ -37,9 +37,10 @@ __all__ = ["ChangeWriter", "payload_of"]
 _CHUNK: Final = 500
 _ZERO: Final = timedelta(0)
 
-_READ: Final = sa.select(
+_READ_COLUMNS: Final = sa.select(
     loans.c.loan_apply_no, loans.c.status, loans.c.version, loans.c.customer_id, loans.c.institution_loan_no
-).where(loans.c.loan_apply_no.in_(sa.bindparam("b_names", expanding=True)))
+)
+_READ: Final = _READ_COLUMNS.where(loans.c.loan_apply_no.in_(sa.bindparam("b_names", expanding=True)))
 
 # Column orders of the rows _rows() builds; the compiled SQL follows them.
 _CAS_KEYS: Final = ("b_status", "b_new", "b_now", "b_loan", "b_old")
@@ -103,6 +104,7 @@ class ChangeWriter:
     """Applies batches of changes on one engine (see the module docstring); built once per store."""
 
     machine: LoanMachine
+    _read_one: str
     _cas: str
     _insert_history: str
     _insert_outbox: str
@@ -121,8 +123,10 @@ class ChangeWriter:
         insert_history = history.insert().values({k: sa.bindparam(k) for k in _HISTORY_KEYS})
         insert_outbox = outbox.insert().values({k: sa.bindparam(k) for k in _OUTBOX_KEYS})
         process = UtcDateTime().bind_processor(engine.dialect)
+        read_one = _READ_COLUMNS.where(loans.c.loan_apply_no == sa.bindparam("b_name"))
         return cls(
             machine,
+            _driver_sql(read_one, ("b_name",), dialect),
             _driver_sql(cas, _CAS_KEYS, dialect),
             _driver_sql(insert_history, _HISTORY_KEYS, dialect),
             _driver_sql(insert_outbox, _OUTBOX_KEYS, dialect),
@@ -134,7 +138,9 @@ class ChangeWriter:
         """Write ``batch`` in order on ``conn`` (in a transaction); return the events, or raise (roll back then)."""
         names = sorted({c.loan_apply_no for c in batch})
         read: dict[str, Any] = {}
-        for start in range(0, len(names), _CHUNK):
+        if len(names) == 1:  # the common one-change transaction: no IN list to expand
+            read.update({row[0]: row for row in conn.exec_driver_sql(self._read_one, (names[0],))})
+        for start in range(0, len(names) if len(names) > 1 else 0, _CHUNK):
             read.update({row[0]: row for row in conn.execute(_READ, {"b_names": names[start : start + _CHUNK]})})
         status = {name: row[1] for name, row in read.items()}
         version = {name: row[2] for name, row in read.items()}

@@ -38,13 +38,15 @@ def _checked_change(change: object) -> Change:
     """``change`` with its fields checked (plain str values), else InvalidEvent naming the field."""
     if not isinstance(change, Change):
         raise InvalidEvent({"changes": f"must hold Change objects, got {type(change).__name__} {shorten(change)}"})
+    loan = check_text("loan_apply_no", change.loan_apply_no)
+    after = check_text("after_status", change.after)
+    check_at(change.at)
     expected = change.expected_before
-    return Change(
-        check_text("loan_apply_no", change.loan_apply_no),
-        check_text("after_status", change.after),
-        check_at(change.at),
-        None if expected is None else check_text("expected_before", expected),
-    )
+    if expected is not None:
+        expected = check_text("expected_before", expected)
+    if loan is change.loan_apply_no and after is change.after and expected is change.expected_before:
+        return change  # already plain: no copy
+    return Change(loan, after, change.at, expected)
 
 
 def _changes_error(problem: str) -> InvalidEvent:
