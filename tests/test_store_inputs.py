@@ -10,7 +10,7 @@ from __future__ import annotations
 import enum
 import itertools
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -35,6 +35,11 @@ from loanstate.store._schema import history, loans, outbox
 
 LONG = "x" * 1_000_000
 HOSTILE: list[object] = [0, 13, 1.5, None, b"FI1", ["FI1"], "FI\x001", "FI\ud800", "", "   ", LONG, "\x1b[31m"]
+# Aware moments at the ends of datetime's range: not writable in UTC.
+EDGES = [
+    datetime(1, 1, 1, tzinfo=timezone(timedelta(hours=14))),
+    datetime(9999, 12, 31, 23, tzinfo=timezone(-timedelta(hours=14))),
+]
 
 
 class Status(enum.StrEnum):
@@ -68,6 +73,8 @@ def calls(value: object) -> dict[str, Callable[[SqlStore], object]]:
             expected_before=value,  # type: ignore[arg-type]
         ),
         "transition_many": lambda s: s.transition_many([Change(value, "SETTLED", START)]),  # type: ignore[arg-type]
+        "open_loan at": lambda s: s.open_loan("NEW3", at=value),  # type: ignore[arg-type]
+        "transition at": lambda s: s.transition("FI00000", after="SETTLED", at=value),  # type: ignore[arg-type]
         "status": lambda s: s.status(value),  # type: ignore[arg-type]
         "history": lambda s: s.history(value),  # type: ignore[arg-type]
         "retry": lambda s: s.retry(value),  # type: ignore[arg-type]
@@ -110,6 +117,18 @@ def test_every_method_refuses_a_hostile_value_and_writes_nothing(store: SqlStore
         with pytest.raises(InvalidEvent) as refused:
             call(store)
         assert len(str(refused.value)) < 400, name
+    assert snapshot(store) == before
+
+
+@pytest.mark.parametrize("at", EDGES, ids=["year 1", "year 9999"])
+def test_a_moment_not_writable_in_utc_is_refused(store: SqlStore, at: datetime) -> None:
+    """An aware time at the edge of datetime's range is refused with InvalidEvent (not OverflowError) by both writers."""
+    populate(store, loans=1, changes=1)
+    before = snapshot(store)
+    with pytest.raises(InvalidEvent, match="out of range"):
+        store.open_loan("EDGE", at=at)
+    with pytest.raises(InvalidEvent, match="out of range"):
+        store.transition("FI00000", after="SETTLED", at=at)
     assert snapshot(store) == before
 
 
@@ -236,6 +255,8 @@ HOSTILE_VALUES = st.one_of(
     st.binary(max_size=8),
     st.lists(st.text(max_size=3), max_size=2),
     st.datetimes(),  # naive
+    st.datetimes(timezones=st.timezones()),  # aware, the edges of the range included
+    st.sampled_from(EDGES),
     st.text(max_size=80),  # any code point: NUL, lone surrogates, controls, blanks, over-long
     st.text(min_size=65, max_size=200),
     st.sampled_from(list(Status)),
@@ -258,6 +279,10 @@ def test_any_value_gives_a_typed_error_or_a_correct_result(store: SqlStore, valu
     after = snapshot(store)
     # Success only for valid text (or an optional left out), and then it did what was asked.
     longest = 1000 if method == "retry error_contains" else 64
+    if method.endswith(" at"):
+        assert isinstance(value, datetime)
+        assert value.utcoffset() is not None
+        return
     assert (value is None and method in OPTIONAL) or (
         isinstance(value, str) and value.isprintable() and 0 < len(value) <= longest and not value.isspace()
     )

@@ -12,7 +12,7 @@ value shortened to a readable length.
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Final
 
 from loanstate._errors import InvalidConfiguration, InvalidEvent
@@ -112,6 +112,11 @@ def check_at(at: object, field: str = "change_time") -> datetime:
         raise InvalidEvent({field: f"has a tzinfo that fails: {type(exc).__name__}"}) from None
     if offset is None:
         raise InvalidEvent({field: f"must be timezone-aware, got naive {at.isoformat()!r} (attach a tzinfo)"})
+    if at.year in (1, 9999):  # only there can a moment fail to be written in UTC
+        try:
+            at.astimezone(UTC)
+        except OverflowError:
+            raise InvalidEvent({field: f"must be writable in UTC, got {at.isoformat()!r} (out of range)"}) from None
     return at
 
 
