@@ -122,7 +122,7 @@ def test_every_method_refuses_a_hostile_value_and_writes_nothing(store: SqlStore
 
 @pytest.mark.parametrize("at", EDGES, ids=["year 1", "year 9999"])
 def test_a_moment_not_writable_in_utc_is_refused(store: SqlStore, at: datetime) -> None:
-    """An aware time at the edge of datetime's range is refused with InvalidEvent (not OverflowError) by both writers."""
+    """An aware time at the edge of datetime's range is InvalidEvent (not OverflowError) for both writers."""
     populate(store, loans=1, changes=1)
     before = snapshot(store)
     with pytest.raises(InvalidEvent, match="out of range"):
