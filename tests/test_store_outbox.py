@@ -170,5 +170,7 @@ def test_an_unreadable_payload_parks_its_loan_and_every_other_loan_is_delivered(
     assert store.outbox.claim("again", limit=10, lease=timedelta(seconds=30)) == []  # parked: never returned
     assert store.skip(parked["FI00002"].request_id) == 1  # an operator can set a broken row aside
     Dispatcher(store, notifier).run_once()
+    with pytest.raises(InvalidEvent, match=r"outbox row .* of loan 'FI00002': unreadable outbox payload"):
+        store.outbox_entries("FI00002")
     broken = [e.request_id for e in store.history("FI00002")]
     assert [states(store)[rid] for rid in broken] == ["skipped", "delivered"]

@@ -18,7 +18,7 @@ import attrs
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from loanstate._errors import InvalidEvent, LoanStateError, UnknownLoan
+from loanstate._errors import InvalidEvent, LoanStateError
 from loanstate._events import LoanChangeEvent
 from loanstate.store._checks import (
     check_count,
@@ -26,22 +26,20 @@ from loanstate.store._checks import (
     check_lease,
     check_owner,
     check_request_id,
-    check_search,
     check_text,
     configuration_error,
     shorten,
 )
 from loanstate.store._dialects import READ_ONLY, UtcDateTime, for_claim, retrying
+from loanstate.store._operator import retry_selected, selected, skip_selected
 from loanstate.store._records import Claim, OutboxEntry, OutboxStatus, Outcome, ParkedLoan
-from loanstate.store._schema import loans, outbox
+from loanstate.store._schema import outbox
 
 __all__ = ["Outbox"]
 
 T = TypeVar("T")
 
 _OPEN = ("pending", "parked")  # states that hold a loan's later events back
-# Keys per IN (...) list: bound parameters stay well under every engine's limit (SQLite: 32766).
-_CHUNK: Final = 500
 
 
 # Statements built once: each dispatcher cycle only binds values (no statement
@@ -77,46 +75,6 @@ _LET_GO: Final = (
     )
     .values(lease_owner=None, lease_expires_at=None)
 )
-
-
-_SKIPPABLE: Final = sa.select(
-    outbox.c.id,
-    outbox.c.request_id,
-    outbox.c.loan_apply_no,
-    outbox.c.state,
-    outbox.c.lease_owner,
-    outbox.c.lease_expires_at,
-).where(outbox.c.request_id.in_(sa.bindparam("b_rids", expanding=True)))
-_SKIP: Final = (
-    sa.update(outbox)
-    .where(outbox.c.id.in_(sa.bindparam("b_ids", expanding=True)), outbox.c.state.in_(_OPEN))
-    .values(state="skipped", lease_owner=None, lease_expires_at=None)
-)
-
-
-def _unpark(ids: list[int], state: str, values: dict[str, Any]) -> sa.Update:
-    # The state test again: a dispatcher may have settled the event since we selected it.
-    return sa.update(outbox).where(outbox.c.id.in_(ids), outbox.c.state == state).values(**values)
-
-
-def _refuse_skip(request_id: str, row: Any, now: datetime) -> None:
-    """Raise InvalidEvent when the event ``row`` holds must not be skipped (see :meth:`Outbox.skip`)."""
-    if row is None:
-        raise InvalidEvent(
-            {"request_id": f"no event with request_id {request_id!r} in the outbox; nothing was skipped"}
-        )
-    if row.state == "delivered":
-        raise InvalidEvent(
-            {"request_id": f"event {request_id!r} was already delivered; nothing to skip, nothing was skipped"}
-        )
-    if row.state == "pending" and row.lease_expires_at is not None and row.lease_expires_at > now:
-        raise InvalidEvent(
-            {
-                "request_id": f"event {request_id!r} is being delivered by {row.lease_owner!r} (lease until "
-                f"{row.lease_expires_at.isoformat()}); skip it once it is parked or its lease has expired; "
-                "nothing was skipped"
-            }
-        )
 
 
 def _claim_statement(dialect: str) -> sa.Select[Any]:
@@ -174,6 +132,14 @@ def _read_claimed(row: Any) -> LoanChangeEvent | str:
     return event
 
 
+def _readable(row: Any) -> LoanChangeEvent:
+    """The event of an outbox row being listed; InvalidEvent naming the row when its payload is unreadable."""
+    event = _read_claimed(row)
+    if isinstance(event, str):
+        raise InvalidEvent({"payload": f"outbox row {row.request_id!r} of loan {row.loan_apply_no!r}: {event}"})
+    return event
+
+
 def _parking(reason: str, at: datetime) -> dict[str, Any]:
     return {
         "state": "parked",
@@ -186,23 +152,6 @@ def _parking(reason: str, at: datetime) -> dict[str, Any]:
 
 def _config(setting: str, value: object) -> Callable[[str], Exception]:
     return lambda problem: configuration_error(setting, value, problem)
-
-
-def _selected(
-    loan_apply_nos: tuple[object, ...], all_parked: object, error_contains: object
-) -> tuple[list[str], str | None]:
-    """Check :meth:`Outbox.retry`'s selection; return the loan numbers and the search text."""
-    if not isinstance(all_parked, bool):
-        raise InvalidEvent(
-            {"all_parked": f"must be True or False, got {type(all_parked).__name__} {shorten(all_parked)}"}
-        )
-    names = sorted({check_text("loan_apply_no", n) for n in loan_apply_nos})
-    search = None if error_contains is None else check_search("error_contains", error_contains)
-    if names and all_parked:
-        raise InvalidEvent({"all_parked": "give loan numbers or all_parked=True, not both"})
-    if not names and not all_parked and search is None:
-        raise InvalidEvent({"loan_apply_no": "nothing selected: give loan numbers, all_parked=True, or error_contains"})
-    return names, search
 
 
 @attrs.define
@@ -369,47 +318,8 @@ class Outbox:
         raises :class:`~loanstate.UnknownLoan` and changes nothing; an empty
         selection or a wrong-typed argument raises :class:`~loanstate.InvalidEvent`.
         """
-        names, search = _selected(loan_apply_nos, all_parked, error_contains)
-
-        def run(conn: Connection) -> int:
-            for start in range(0, len(names), _CHUNK):
-                chunk = names[start : start + _CHUNK]
-                known = set(conn.scalars(sa.select(loans.c.loan_apply_no).where(loans.c.loan_apply_no.in_(chunk))))
-                missing = next((n for n in chunk if n not in known), None)
-                if missing is not None:
-                    raise UnknownLoan(missing)
-            now = self.clock()
-            retried = 0
-            for ids, state in self._selection(conn, names, search, now):
-                if state == "parked":
-                    values: dict[str, Any] = {"state": "pending", "next_attempt_at": now, "first_failed_at": None}
-                    retried += int(conn.execute(_unpark(ids, state, values)).rowcount)
-                else:
-                    conn.execute(_unpark(ids, state, {"next_attempt_at": now}))
-            return retried
-
-        return self._tx(run)
-
-    def _selection(
-        self, conn: Connection, names: list[str], search: str | None, now: datetime
-    ) -> list[tuple[list[int], str]]:
-        """Ids of the parked events, and of the pending ones in backoff, that :meth:`retry` selected."""
-        found: dict[str, list[int]] = {"parked": [], "pending": []}
-        waiting = sa.or_(
-            outbox.c.state == "parked", sa.and_(outbox.c.state == "pending", outbox.c.next_attempt_at > now)
-        )
-        stmt = sa.select(outbox.c.id, outbox.c.state, outbox.c.last_error).where(waiting)
-        if search is not None:
-            # LIKE narrows it on the server; the exact (case-sensitive) test is
-            # ours, as LIKE's case rules differ per engine.
-            stmt = stmt.where(outbox.c.last_error.contains(search, autoescape=True))
-        scopes = [names[i : i + _CHUNK] for i in range(0, len(names), _CHUNK)] if names else [None]
-        for scope in scopes:
-            scoped = stmt if scope is None else stmt.where(outbox.c.loan_apply_no.in_(scope))
-            for row in conn.execute(scoped):
-                if search is None or search in (row.last_error or ""):
-                    found[row.state].append(row.id)
-        return [(ids[i : i + _CHUNK], state) for state, ids in found.items() for i in range(0, len(ids), _CHUNK)]
+        names, search = selected(loan_apply_nos, all_parked, error_contains)
+        return self._tx(lambda conn: retry_selected(conn, names, search, self.clock()))
 
     def skip(self, *request_ids: str) -> dict[str, str]:
         """Mark parked or pending events as skipped (never sent), all of them or none.
@@ -426,21 +336,7 @@ class Outbox:
         if not wanted:
             raise InvalidEvent({"request_id": "nothing selected: give at least one request_id"})
 
-        def run(conn: Connection) -> dict[str, str]:
-            now = self.clock()
-            rows = {}
-            for start in range(0, len(wanted), _CHUNK):
-                chunk = wanted[start : start + _CHUNK]
-                for row in conn.execute(_SKIPPABLE, {"b_rids": chunk}):
-                    rows[row.request_id] = row
-            for request_id in wanted:
-                _refuse_skip(request_id, rows.get(request_id), now)
-            todo = [r for r in rows.values() if r.state != "skipped"]
-            for start in range(0, len(todo), _CHUNK):
-                conn.execute(_SKIP, {"b_ids": [r.id for r in todo[start : start + _CHUNK]]})
-            return {r.request_id: r.loan_apply_no for r in todo}
-
-        return self._tx(run)
+        return self._tx(lambda conn: skip_selected(conn, wanted, self.clock()))
 
     def status(self) -> OutboxStatus:
         """A snapshot of the outbox: counts, lag of the oldest pending event, parked loans."""
@@ -489,7 +385,12 @@ class Outbox:
         return self._tx(run, read_only=True)
 
     def entries(self, loan_apply_no: str | None = None) -> list[OutboxEntry]:
-        """Outbox rows of one loan by sequence, or all of them oldest first."""
+        """Outbox rows of one loan by sequence, or all of them oldest first.
+
+        A row whose payload cannot be read raises :class:`~loanstate.InvalidEvent` naming it.
+        """
+        if loan_apply_no is not None:
+            loan_apply_no = check_text("loan_apply_no", loan_apply_no)
 
         def run(conn: Connection) -> list[OutboxEntry]:
             stmt = sa.select(outbox)
@@ -499,7 +400,7 @@ class Outbox:
                 stmt = stmt.order_by(outbox.c.id)
             return [
                 OutboxEntry(
-                    event=_event(r.payload),
+                    event=_readable(r),
                     sequence=r.sequence,
                     state=r.state,
                     attempts=r.attempts,
