@@ -132,6 +132,9 @@ class SqlStore:
         naming ``loanstate db upgrade``): nothing is migrated behind the operator's back.
         """
 
+        # An existing schema at another version is refused before anything is created in it.
+        self._refuse_other_schema_version(self.schema_version())
+
         def create(conn: Connection) -> None:
             schema.metadata.create_all(conn, checkfirst=True)
             values = {"key": "schema_version", "value": str(schema.SCHEMA_VERSION)}
@@ -148,14 +151,17 @@ class SqlStore:
             except sa.exc.DBAPIError:
                 if tries_left == 0:
                     raise
-        found = self.schema_version()
-        if found != schema.SCHEMA_VERSION:
-            fix = "run `loanstate db upgrade`" if (found or 0) < schema.SCHEMA_VERSION else "upgrade loanstate"
-            raise InvalidConfiguration(
-                "database",
-                self.engine.url.render_as_string(hide_password=True),
-                f"holds loanstate schema version {found}, this loanstate uses {schema.SCHEMA_VERSION}: {fix}",
-            )
+        self._refuse_other_schema_version(self.schema_version())
+
+    def _refuse_other_schema_version(self, found: int | None) -> None:
+        if found is None or found == schema.SCHEMA_VERSION:
+            return
+        fix = "run `loanstate db upgrade`" if found < schema.SCHEMA_VERSION else "upgrade loanstate"
+        raise InvalidConfiguration(
+            "database",
+            self.engine.url.render_as_string(hide_password=True),
+            f"holds loanstate schema version {found}, this loanstate uses {schema.SCHEMA_VERSION}: {fix}",
+        )
 
     def schema_version(self) -> int | None:
         """The schema version recorded in the database, or ``None`` before :meth:`create_schema`."""
