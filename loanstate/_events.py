@@ -416,22 +416,6 @@ def _request_id_inputs(*given: object) -> tuple[str, str, str, datetime, int]:
     return values[0], values[1], values[2], values[3], values[4]
 
 
-# Compatibility for modules that still import the old private names (the store
-# and the audit); they move to loanstate._validate, then these go.
-_REQUEST_ID: Final = v.REQUEST_ID
-_is_text: Final = v.is_text
-
-
-def _text_problem(value: object) -> str:
-    return v.problem(v.check_text, value) or "is invalid"
-
-
-def _check_text(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
-    found = v.problem(v.check_text, value)
-    if found is not None:
-        raise InvalidEvent({attribute.name: found})
-
-
 @attrs.frozen
 class Receipt:
     """What the platform said when it accepted a change notification.
