@@ -13,13 +13,14 @@ from __future__ import annotations
 import inspect
 from collections.abc import Iterable
 from datetime import datetime
+from typing import Any
 
 from loanstate import LoanMachine, SqlStore
 
 __all__ = ["CHANGE_SEQUENCE", "open_loans"]
 
 #: Extra keyword arguments for ``change()`` without a ``request_id``: the change sequence, where it exists.
-CHANGE_SEQUENCE: dict[str, int] = (
+CHANGE_SEQUENCE: dict[str, Any] = (
     {"sequence": 1} if "sequence" in inspect.signature(LoanMachine.change).parameters else {}
 )
 

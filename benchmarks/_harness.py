@@ -16,7 +16,7 @@ from contextlib import contextmanager
 
 import attrs
 
-__all__ = ["Row", "Timing", "interleave", "timed"]
+__all__ = ["Row", "Timing", "interleave", "interleave_metrics", "timed"]
 
 
 @attrs.frozen
@@ -78,12 +78,30 @@ def interleave(sides: Mapping[str, Callable[[], float]], rounds: int, *, warm_up
     set-up. ``warm_up`` runs every side once first, untimed, for lazy imports
     and caches.
     """
+    wrapped = {name: _as_metrics(side) for name, side in sides.items()}
+    return {name: m["value"] for name, m in interleave_metrics(wrapped, rounds, warm_up=warm_up).items()}
+
+
+def interleave_metrics(
+    sides: Mapping[str, Callable[[], Mapping[str, float]]], rounds: int, *, warm_up: bool = True
+) -> dict[str, dict[str, float]]:
+    """:func:`interleave` for sides that measure several figures at once (say, throughput and CPU).
+
+    Each figure's median is taken on its own.
+    """
     names = list(sides)
     if warm_up:
         for name in names:
             sides[name]()
-    samples: dict[str, list[float]] = {name: [] for name in names}
+    samples: dict[str, list[Mapping[str, float]]] = {name: [] for name in names}
     for index in range(rounds):
         for name in names if index % 2 == 0 else reversed(names):
             samples[name].append(sides[name]())
-    return {name: statistics.median(values) for name, values in samples.items()}
+    return {
+        name: {metric: statistics.median(s[metric] for s in values) for metric in values[0]}
+        for name, values in samples.items()
+    }
+
+
+def _as_metrics(side: Callable[[], float]) -> Callable[[], Mapping[str, float]]:
+    return lambda: {"value": side()}

@@ -39,6 +39,7 @@ from benchmarks._checks import check, passed
 from benchmarks._harness import Row, interleave
 from loanstate import SqlStore
 from loanstate.store import Change
+from loanstate.testing._databases import Server, find_server
 
 AT = datetime(2024, 1, 1, tzinfo=UTC)
 WALK = ("OVERDUE", "NEW")  # each step moves every loan of the batch along this cycle
@@ -180,7 +181,7 @@ def _raw_connection(url: sa.URL) -> Iterator[_Raw]:
 def _counts(url: sa.URL, loans: list[str]) -> tuple[int, int, set[int]]:
     """History rows, outbox rows and the distinct versions of ``loans`` (one query each, after the timing)."""
     engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
-    names = sa.bindparam("names", expanding=True)
+    names: sa.BindParameter[Any] = sa.bindparam("names", expanding=True)
     try:
         with engine.connect() as conn:
             history, outbox = (
@@ -309,21 +310,27 @@ class Durable:
         ]
 
 
+def postgres_server() -> Server | None:
+    """The PostgreSQL server the tests would use (``LOANSTATE_TEST_POSTGRES_URL`` or the local one), if any."""
+    found = find_server("postgresql", start=False)
+    if isinstance(found, Server):
+        return found
+    print(f"\n(PostgreSQL rows left out: {found.reason})")
+    return None
+
+
 @contextmanager
 def postgres_database() -> Iterator[sa.URL | None]:
     """A fresh PostgreSQL database for the run (``None`` when no server answers), dropped afterwards."""
-    from loanstate.testing._databases import Server, find_server
-
-    found = find_server("postgresql", start=False)
-    if not isinstance(found, Server):
-        print(f"\n(PostgreSQL rows left out: {found.reason})")
+    server = postgres_server()
+    if server is None:
         yield None
         return
-    url = found.create_database("loanstate_bench")
+    url = server.create_database("loanstate_bench")
     try:
         yield url
     finally:
-        found.drop_database(url)
+        server.drop_database(url)
 
 
 def main(quick: bool = False) -> list[Row]:
