@@ -283,7 +283,7 @@ def scale_out_run(server: Server, gateway: Gateway, prefix: str, loans: int, wor
 
 def scale_out_rows(gateway: Gateway, server: Server, quick: bool) -> list[Row]:
     """4 worker processes against 1 on one PostgreSQL outbox, paired round by round."""
-    loans, rounds = (100, 1) if quick else (3000, 3)
+    loans, rounds = (100, 1) if quick else (2000, 3)
     rows = []
     # c=32 is the setup the target names; c=8 keeps each process latency-bound
     # rather than CPU-bound, to show how the shared outbox itself scales.
