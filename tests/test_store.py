@@ -232,7 +232,7 @@ def test_non_ascii_statuses_and_fields_round_trip(db_url: sa.URL) -> None:
     store.close()
 
 
-@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(at=change_times(), loan=loan_numbers(), data=st.data())
 def test_history_returns_each_change_exactly_as_made(
     store: SqlStore, at: datetime, loan: str, data: st.DataObject
