@@ -29,7 +29,7 @@ from loanstate._machine import LoanMachine, default_machine
 from loanstate.notifiers._base import AsyncNotifier, Notifier
 
 if TYPE_CHECKING:
-    from loanstate._audit import AuditFinding, AuditSummary, HistoryAudit
+    from loanstate.audit import AuditFinding, AuditSummary, HistoryAudit
     from loanstate.dispatch import AsyncDispatcher, Dispatcher, DispatchReport, RetryPolicy
     from loanstate.notifiers import (
         AsyncCallbackNotifier,
@@ -48,12 +48,12 @@ _LAZY = {
     "AsyncDispatcher": "loanstate.dispatch",
     "AsyncInMemoryNotifier": "loanstate.notifiers",
     "AsyncTopNotifier": "loanstate.notifiers",
-    "AuditFinding": "loanstate._audit",
-    "AuditSummary": "loanstate._audit",
+    "AuditFinding": "loanstate.audit",
+    "AuditSummary": "loanstate.audit",
     "CallbackNotifier": "loanstate.notifiers",
     "DispatchReport": "loanstate.dispatch",
     "Dispatcher": "loanstate.dispatch",
-    "HistoryAudit": "loanstate._audit",
+    "HistoryAudit": "loanstate.audit",
     "InMemoryNotifier": "loanstate.notifiers",
     "RetryPolicy": "loanstate.dispatch",
     "SqlStore": "loanstate.store",

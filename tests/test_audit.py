@@ -1,9 +1,10 @@
-"""The audit engine (``loanstate._audit``), in process: properties against planted histories, then examples."""
+"""The audit engine (``loanstate.audit``), in process: properties against planted histories, then examples."""
 
 from __future__ import annotations
 
 import codecs
 import json
+import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,9 +13,18 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from loanstate import AuditFinding, HistoryAudit, LoanMachine, UnreadableInput, default_machine
-from loanstate._audit import MAX_RECORD_BYTES
-from loanstate.testing import History, histories
+from loanstate import (
+    AuditFinding,
+    HistoryAudit,
+    InvalidConfiguration,
+    InvalidEvent,
+    LoanChangeEvent,
+    LoanMachine,
+    UnreadableInput,
+    default_machine,
+)
+from loanstate.audit import MAX_RECORD_BYTES
+from loanstate.testing import History, change_events, histories
 
 CLEAN = histories(loans=(1, 12))
 PLANTED = histories(loans=(1, 12), anomalies=True)
@@ -309,3 +319,85 @@ def test_a_line_in_another_encoding_is_malformed_alone(scratch: Path) -> None:
     findings = found(HistoryAudit.of_file(path))
     assert [(f.line, f.kind) for f in findings] == [(2, "malformed")]
     assert "not valid utf-8" in findings[0].message
+
+
+# -- the API's own time form, offsets, hostile input (issues 10 and 13) ----------------
+
+
+@given(st.lists(change_events(), max_size=20, unique_by=(lambda e: e.loan_apply_no, lambda e: e.request_id)))
+def test_a_file_of_to_top_param_lines_audits_clean(events: list[LoanChangeEvent]) -> None:
+    """Any valid events written with ``to_top_param()`` (time as ``yyyy-MM-dd HH:mm:ss``, GMT+8) audit clean."""
+    with tempfile.TemporaryDirectory() as name:
+        path = write(Path(name), "top.jsonl", "".join(e.to_top_param() + "\n" for e in events))
+        audit = HistoryAudit.of_file(path)
+        assert found(audit) == []
+    assert audit.summary is not None
+    assert audit.summary.records == len(events)
+
+
+def test_the_apis_time_form_is_gmt8_and_compares_as_an_instant() -> None:
+    """``2024-01-01 09:00:00`` is 01:00Z: a later change at 00:30Z goes back in time, one at 01:00Z does not."""
+    first = {**RECORD, "change_time": "2024-01-01 09:00:00"}
+    same = {**RECORD, "before_status": "OVERDUE", "after_status": "NEW", "change_time": "2024-01-01T01:00Z"}
+    back = {**RECORD, "change_time": "2024-01-01T00:30:00+00:00", "request_id": "r3"}
+    findings = found(HistoryAudit.of_records([first, {**same, "request_id": "r2"}, back]))
+    assert [(f.line, f.kind) for f in findings] == [(3, "time-backwards")]
+    assert "(line 2) at 2024-01-01T01:00:00+00:00" in findings[0].message
+
+
+@pytest.mark.parametrize("moment", ["2024-01-01T09:00:00", "2024-01-01 09:00:00.5", "2024-01-01T09:00"])
+def test_other_offset_less_times_need_an_assumed_offset(moment: str) -> None:
+    """Offset-less times other than the API's form are malformed, and read at ``assume_offset`` when given."""
+    record = {**RECORD, "change_time": moment}
+    (finding,) = found(HistoryAudit.of_records([record]))
+    assert finding.kind == "malformed"
+    assert "has no UTC offset" in finding.message
+    assert found(HistoryAudit.of_records([record], assume_offset="+08:00")) == []
+    later = {**record, "before_status": "OVERDUE", "after_status": "NEW", "change_time": "2024-01-01T00:59Z"}
+    findings = found(HistoryAudit.of_records([record, {**later, "request_id": "r2"}], assume_offset="+08:00"))
+    assert [f.kind for f in findings] == ["time-backwards"]
+
+
+@pytest.mark.parametrize("offset", ["+8", "08:00", "+24:00", "+\u0660\u0668:00", "+08:60"])
+def test_a_bad_assume_offset_is_refused(offset: str) -> None:
+    """``assume_offset`` must be ``+HH:MM`` in ASCII digits, under a day: InvalidConfiguration otherwise."""
+    with pytest.raises(InvalidConfiguration, match="assume_offset"):
+        HistoryAudit.of_records([RECORD], assume_offset=offset)
+
+
+@pytest.mark.parametrize("suffix", ["+\u0660\u0668:\u0660\u0660", "+\u0968\u0966:00", "+0\uff18:00"])
+def test_an_offset_in_other_digits_is_malformed_on_every_path(suffix: str) -> None:
+    """An offset in Arabic-Indic, Devanagari or full-width digits is malformed, as ``from_dict`` says."""
+    record = {**RECORD, "change_time": "2024-01-01T09:00:00" + suffix}
+    with pytest.raises(InvalidEvent):
+        LoanChangeEvent.from_dict(record)
+    (finding,) = found(HistoryAudit.of_records([record]))
+    assert finding.kind == "malformed"
+    assert "change_time" in finding.message
+
+
+def test_a_fifo_or_a_device_is_refused_without_blocking(scratch: Path) -> None:
+    """A FIFO with no writer and ``/dev/zero`` raise UnreadableInput at once (regular files only)."""
+    fifo = scratch / "history.jsonl"
+    os.mkfifo(fifo)
+    for path in (fifo, Path("/dev/zero")):
+        with pytest.raises(UnreadableInput, match="not a regular file"):
+            HistoryAudit.of_file(path)
+
+
+@pytest.mark.parametrize(("encoding", "says"), [("rot13", "not a text encoding"), ("utf-32", "not supported")])
+def test_only_ascii_based_text_encodings_are_accepted(scratch: Path, encoding: str, says: str) -> None:
+    """A codec that is not a text encoding, or one that does not write JSON as ASCII does, is refused."""
+    path = write(scratch, "history.jsonl", json.dumps(RECORD) + "\n")
+    with pytest.raises(UnreadableInput, match=says):
+        HistoryAudit.of_file(path, encoding=encoding)
+
+
+def test_a_deeply_nested_line_is_malformed_and_the_next_one_is_read(scratch: Path) -> None:
+    """A line 100,000 levels deep is one malformed finding ("nested too deeply"), never a RecursionError."""
+    deep = "[" * 100_000 + "]" * 100_000
+    later = json.dumps({**RECORD, "before_status": "OVERDUE", "after_status": "NEW", "request_id": "r2"})
+    path = write(scratch, "history.jsonl", "\n".join([json.dumps(RECORD), deep, later]) + "\n")
+    findings = found(HistoryAudit.of_file(path))
+    assert [(f.line, f.kind) for f in findings] == [(2, "malformed")]
+    assert "nested too deeply" in findings[0].message

@@ -4,50 +4,24 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 from collections.abc import Iterator
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from _cli import SCRIPT, START, clean_env, one_line_error, run
 
 from loanstate import Dispatcher, InMemoryNotifier, PermanentDeliveryError, SqlStore, TopNotifier, default_machine
-from loanstate._events import TOP_TIMEZONE
-from loanstate.testing import FakeTopGateway
+from loanstate.cli.deliver import report_dict, report_lines
+from loanstate.dispatch import DispatchReport, Pause
+from loanstate.fake import FakeTopGateway, Fault, FaultPlan
 
-SCRIPT = Path(sys.executable).with_name("loanstate")
 SECRET = "s3cret-not-to-be-shown"
-START = datetime(2024, 3, 1, 9, 0, tzinfo=TOP_TIMEZONE)
-
-
-def clean_env(**extra: str) -> dict[str, str]:
-    """The environment without any LOANSTATE_* setting, plus ``extra``."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LOANSTATE_")}
-    return {**env, "COLUMNS": "200", **extra}
-
-
-def run(*args: str | Path, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    """Run ``loanstate ARGS`` with a clean environment (plus ``env``)."""
-    return subprocess.run(
-        [str(SCRIPT), *map(str, args)],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=timeout,
-        env=clean_env(**(env or {})),
-    )
-
-
-def one_line_error(result: subprocess.CompletedProcess[str]) -> str:
-    """Assert exit 2 with one line and no traceback; return the line."""
-    assert result.returncode == 2, (result.returncode, result.stdout, result.stderr)
-    assert "Traceback" not in result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    return lines[0]
 
 
 @pytest.fixture
@@ -224,10 +198,11 @@ def test_outbox_status_retry_and_skip_resolve_a_parked_loan(loans_db: tuple[str,
     assert run("outbox", "retry", "FI0", "--db", url).returncode == 0
     assert run("outbox", "retry", "FI0", "--db", url).returncode == 1  # nothing parked any more
     Dispatcher(store, notifier).run_once()  # fails for good again: parked again
-    skipped = run("outbox", "skip", parked["request_id"], "--db", url)
+    skipped = run("outbox", "skip", parked["request_id"], "--db", url, stdin="y\n")
     assert skipped.returncode == 0, skipped.stderr
-    assert "FI0" in skipped.stdout
-    assert "no event with request_id" in one_line_error(run("outbox", "skip", "no-such-id", "--db", url))
+    assert "FI0" in skipped.stderr  # the confirmation names the loan
+    assert "skipped 1 event" in skipped.stdout
+    assert "no event with request_id" in one_line_error(run("outbox", "skip", "no-such-id", "--db", url, "--yes"))
     notifier.clear_failures()
     Dispatcher(store, notifier).run_once()  # the loan's later event goes on
     final = run("outbox", "status", "--db", url)
@@ -266,3 +241,226 @@ def test_demo_live_progress_goes_to_stderr() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     assert "delivering" in result.stderr
     assert "per-loan order held" in result.stdout
+
+
+def test_demo_summary_names_what_was_not_delivered_within_80_columns() -> None:
+    """At 80 columns every summary line fits, and it names the parked loans and the events waiting behind them."""
+    result = run("demo", "--loans", "200", "--seed", "3", env={"COLUMNS": "80"})
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    assert all(len(line.rstrip()) <= 80 for line in lines), lines
+    data = json.loads(run("demo", "--loans", "200", "--seed", "3", "--format", "json").stdout)
+    assert data["parked_loans"] > 0  # the seed parks some loans: the summary must say so
+    rows = {line[:32].strip(): line[32:].split() for line in lines[1:]}
+    assert rows["not delivered"][0] == str(data["not_delivered"])
+    assert rows["parked loans"][0] == str(data["parked_loans"])
+    assert rows["waiting behind parked"][0] == str(data["waiting_behind_parked"])
+    assert rows["left pending"][0] == "0"
+    assert data["not_delivered"] == data["parked_loans"] + data["waiting_behind_parked"]
+
+
+def test_tutorial_sample_output_has_the_demo_summary_lines() -> None:
+    """docs/tutorial.md shows the demo's summary as it prints: the same rows, in the same order, within 80 columns."""
+    tutorial = (Path(__file__).resolve().parent.parent / "docs" / "tutorial.md").read_text(encoding="utf-8")
+    sample = tutorial.split("```text\nloanstate demo:", 1)[1].split("```", 1)[0].splitlines()[1:]
+    result = run("demo", "--loans", "60", "--seed", "0", env={"COLUMNS": "80"})
+    printed = result.stdout.splitlines()[1:]
+
+    def labels(lines: list[str]) -> list[str]:
+        return [line[:32].rstrip() for line in lines if line.strip()]
+
+    assert labels(sample) == labels(printed)
+    assert all(len(line) <= 80 for line in sample)
+
+
+# -- deliver: what an operator reads ------------------------------------------------
+
+
+def test_deliver_logs_one_line_per_failed_attempt_naming_loan_request_and_error(
+    loans_db: tuple[str, SqlStore],
+) -> None:
+    """A refused event: one log line naming its loan, request_id and the platform's error; no bare stamina line."""
+    url, store = loans_db
+    faults = FaultPlan(schedule=(Fault.HTTP_500, Fault.HTTP_500, Fault.BUSINESS_FAILURE, *([None] * 10)))
+    with FakeTopGateway(faults=faults) as gateway:
+        creds = {"LOANSTATE_APP_KEY": "test-app-key", "LOANSTATE_APP_SECRET": "test-app-secret"}
+        result = run(
+            "deliver", "--db", url, "--once", "--concurrency", "1", env={**creds, "LOANSTATE_TOP_URL": gateway.url}
+        )
+    assert result.returncode == 1, result.stdout + result.stderr  # a loan parked
+    (parked,) = store.outbox_status().parked_loans
+    failed = [line for line in result.stderr.splitlines() if "attempt failed" in line]
+    assert all(re.search(r"loan FI\d request_id [0-9A-Za-z_-]+ ", line) for line in failed), failed
+    (parked_line,) = [line for line in failed if "(parked)" in line]
+    assert f"loan {parked.loan_apply_no} request_id {parked.request_id}" in parked_line
+    assert "FAKE_BUSINESS_FAILURE" in parked_line
+    assert "stamina" not in result.stderr
+
+
+def test_deliver_json_logs_and_json_report(loans_db: tuple[str, SqlStore]) -> None:
+    """``--log-format json``: each stderr line a JSON object, the failure with its fields; ``--format json`` too."""
+    url, store = loans_db
+    faults = FaultPlan(schedule=(Fault.BUSINESS_FAILURE,))
+    with FakeTopGateway(faults=faults) as gateway:
+        env = {"LOANSTATE_APP_KEY": "test-app-key", "LOANSTATE_APP_SECRET": "test-app-secret"}
+        env["LOANSTATE_TOP_URL"] = gateway.url
+        result = run("deliver", "--db", url, "--once", "--log-format", "json", "--format", "json", env=env)
+    assert result.returncode == 1, result.stdout + result.stderr
+    records = [json.loads(line) for line in result.stderr.splitlines()]
+    (failure,) = [r for r in records if r.get("outcome") == "parked"]
+    (parked,) = store.outbox_status().parked_loans
+    assert failure["loan_apply_no"] == parked.loan_apply_no
+    assert failure["request_id"] == parked.request_id
+    assert "FAKE_BUSINESS_FAILURE" in failure["error"]
+    assert failure["level"] == "ERROR"
+    report = json.loads(result.stdout)
+    assert report["delivered"] == 5 - 1 - parked.waiting
+    assert report["parked"] == 1
+    assert report["paused"] is None
+
+
+def test_deliver_with_a_wrong_secret_pauses_and_says_why_in_one_line(loans_db: tuple[str, SqlStore]) -> None:
+    """A mistyped app secret parks nothing: ``deliver --once`` prints one line naming the cause and the remedy."""
+    url, store = loans_db
+    with FakeTopGateway(app_secret=SECRET) as gateway:
+        env = {"LOANSTATE_APP_KEY": "test-app-key", "LOANSTATE_APP_SECRET": "not-the-secret"}
+        result = run("deliver", "--db", url, "--once", env={**env, "LOANSTATE_TOP_URL": gateway.url})
+        data = json.loads(
+            run(
+                "deliver", "--db", url, "--once", "--format", "json", env={**env, "LOANSTATE_TOP_URL": gateway.url}
+            ).stdout
+        )
+    assert result.returncode == 1, result.stdout + result.stderr
+    (pause,) = [line for line in result.stdout.splitlines() if line.startswith("delivery paused")]
+    assert "(signature)" in pause
+    assert "LOANSTATE_APP_SECRET" in pause
+    assert data["paused"]["cause"] == "signature"
+    assert store.outbox_status().parked == 0
+    assert SECRET not in result.stdout + result.stderr
+
+
+def test_a_pause_is_one_line_naming_cause_and_remedy() -> None:
+    """The report ``deliver`` prints for a run that ended paused: the counts, then one line with cause and remedy."""
+    pause = Pause(
+        cause="signature",
+        remedy="the platform rejects our signature: check LOANSTATE_APP_SECRET",
+        message="code 25 Invalid Signature \x1b[2J",
+        since=datetime(2024, 3, 1, 1, 2, 3, tzinfo=UTC),
+    )
+    report = DispatchReport(delivered=0, retried=0, parked=0, pending=5, lag=None, elapsed=0.5, paused=pause)
+    counts, line = report_lines(report)
+    assert counts.startswith("delivered 0, rescheduled 0, parked 0, pending 5")
+    assert line == (
+        "delivery paused (signature) since 2024-03-01 01:02:03: "
+        "the platform rejects our signature: check LOANSTATE_APP_SECRET"
+    )
+    assert report_dict(report)["paused"]["cause"] == "signature"
+
+
+@pytest.mark.parametrize("where", ["env", "config"])
+def test_a_gateway_url_ending_in_a_newline_is_refused_at_start(
+    loans_db: tuple[str, SqlStore], tmp_path: Path, where: str
+) -> None:
+    """``LOANSTATE_TOP_URL`` (or ``[top] url``) with a trailing newline: exit 2, one line naming it; nothing sent."""
+    url, store = loans_db
+    env = {"LOANSTATE_APP_KEY": "test-app-key", "LOANSTATE_APP_SECRET": "test-app-secret"}
+    bad = "http://127.0.0.1:9/router/rest\n"
+    if where == "env":
+        env["LOANSTATE_TOP_URL"] = bad
+        args: tuple[str | Path, ...] = ()
+    else:
+        config = tmp_path / "loanstate.toml"
+        config.write_text('[top]\nurl = "http://127.0.0.1:9/router/rest\\n"\n', encoding="utf-8")
+        config.chmod(0o600)
+        args = ("--config", config)
+    line = one_line_error(run("deliver", "--db", url, "--once", *args, env=env))
+    assert "LOANSTATE_TOP_URL" in line if where == "env" else "[top] url" in line
+    assert "is not a gateway URL" in line
+    assert "'\\n'" in line
+    assert store.outbox_status().pending == 5
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device", "large"])
+def test_config_must_be_a_small_regular_file(tmp_path: Path, kind: str) -> None:
+    """``--config`` naming a FIFO, /dev/zero or a huge file: one line, exit 2, without blocking or reading it all."""
+    if kind == "fifo":
+        path = tmp_path / "config.fifo"
+        os.mkfifo(path, 0o600)
+    elif kind == "device":
+        path = Path("/dev/zero")
+    else:
+        path = tmp_path / "big.toml"
+        path.write_bytes(b"# padding\n" * 100_000)
+        path.chmod(0o600)
+    result = run("outbox", "status", "--config", path, "--db", "sqlite:///x.db", timeout=60)
+    line = one_line_error(result)
+    assert ("is not a regular file" in line) if kind != "large" else ("a config file is at most" in line)
+
+
+def test_gateway_start_line_as_json() -> None:
+    """``gateway --format json`` starts with one JSON object holding its URL and app key."""
+    with subprocess.Popen(
+        [str(SCRIPT), "gateway", "--port", "0", "--format", "json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=clean_env(),
+    ) as process:
+        try:
+            assert process.stdout is not None
+            first = json.loads(process.stdout.readline())
+        finally:
+            process.send_signal(signal.SIGTERM)
+            process.communicate(timeout=30)
+    assert first["listening"].startswith("http://127.0.0.1:")
+    assert first["app_key"] == "test-app-key"
+    assert first["fault_rate"] == 0.0
+
+
+def test_diagram_never_writes_a_control_character_to_the_terminal(tmp_path: Path) -> None:
+    """A description holding ESC sequences is refused as input or shown as ``\\x1b``: no ESC byte reaches stdout."""
+    definition = tmp_path / "odd.toml"
+    definition.write_text(
+        '[lifecycle]\ninitial = "NEW"\nterminal = ["DONE"]\n[statuses]\nNEW = "in \\u001b[31mforce"\nDONE = "done"\n'
+        '[[transitions]]\nbefore = "NEW"\nafter = "DONE"\n',
+        encoding="utf-8",
+    )
+    result = run("diagram", definition)
+    assert "\x1b" not in result.stdout + result.stderr
+    assert result.returncode in (0, 2), result.stderr
+    if result.returncode == 0:
+        assert "\\x1b[31mforce" in result.stdout
+
+
+def test_demo_progress_bars_are_gone_before_the_summary_on_a_terminal() -> None:
+    """On a terminal (a pty for stdout and stderr) the bars are erased before the summary and never drawn after it."""
+    import pty
+
+    controller, terminal = pty.openpty()
+    with subprocess.Popen(
+        [str(SCRIPT), "demo", "--loans", "30", "--seed", "2"],
+        stdin=subprocess.DEVNULL,
+        stdout=terminal,
+        stderr=terminal,
+        env=clean_env(COLUMNS="100", TERM="xterm"),
+    ) as process:
+        os.close(terminal)
+        chunks = []
+        while True:
+            try:
+                chunk = os.read(controller, 65536)
+            except OSError:  # the other end closed: the demo is done
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        process.wait(timeout=120)
+    os.close(controller)
+    raw = b"".join(chunks).decode("utf-8", errors="replace")
+    assert process.returncode == 0, raw
+    title = raw.index("loanstate demo: 30 loans, seed 2")
+    assert "delivering" in raw[:title]  # the bars were drawn...
+    assert "\x1b[2K" in raw[raw.rindex("delivering") : title]  # ...then erased before the summary
+    after = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", raw[title:])
+    assert "delivering" not in after
+    assert "recording" not in after

@@ -40,10 +40,26 @@ FAULTS = FaultPlan.random(
 )
 
 
+@pytest.fixture(params=["sync", "async"])
+def face(request: pytest.FixtureRequest) -> str:
+    """Each crash test runs a Dispatcher (TopNotifier) and an AsyncDispatcher (AsyncTopNotifier)."""
+    return str(request.param)
+
+
 def start_worker(
-    url: sa.URL, gateway: FakeTopGateway, worker_id: str, *, lease: float, concurrency: int, gate: bool = False
+    url: sa.URL,
+    gateway: FakeTopGateway,
+    worker_id: str,
+    *,
+    lease: float,
+    concurrency: int,
+    face: str,
+    gate: bool = False,
 ) -> subprocess.Popen[str]:
-    """A dispatcher process delivering the outbox at ``url`` to ``gateway`` (with ``gate``: once told to go)."""
+    """A dispatcher process (``face``: sync or async) delivering the outbox at ``url`` to ``gateway``.
+
+    With ``gate`` it starts delivering only once told to go.
+    """
     return subprocess.Popen(
         [
             sys.executable,
@@ -54,6 +70,7 @@ def start_worker(
             worker_id,
             str(lease),
             str(concurrency),
+            face,
             *(["gate"] if gate else []),
         ],
         stdin=subprocess.PIPE if gate else None,
@@ -77,7 +94,7 @@ def assert_exactly_once_in_order(store: SqlStore, names: list[str], gateway: Fak
 
 
 @pytest.mark.slow
-def test_sigkilled_dispatchers_lose_nothing_and_never_reorder(db_url: sa.URL) -> None:
+def test_sigkilled_dispatchers_lose_nothing_and_never_reorder(db_url: sa.URL, face: str) -> None:
     """A dispatcher SIGKILLed 20 times at random moments: after restarts every event took effect once, in order."""
     store = SqlStore(db_url)
     store.create_schema()
@@ -89,7 +106,8 @@ def test_sigkilled_dispatchers_lose_nothing_and_never_reorder(db_url: sa.URL) ->
             # Half the restarts reuse the dead worker's id (instant takeover), half wait out its lease.
             worker_id = "crashy" if rng.random() < 0.5 else f"crashy-{kills}"
             # Four at a time, so twenty short runs cannot drain the outbox before the last kill.
-            process = start_worker(db_url, gateway, worker_id, lease=1.0, concurrency=4)
+            # The shortest lease the lease rule allows for the worker's 1 s send deadline and quick retries.
+            process = start_worker(db_url, gateway, worker_id, lease=3.5, concurrency=4, face=face)
             assert process.stdout is not None
             if process.stdout.readline().strip() != "delivering":
                 process.wait(30)
@@ -101,7 +119,7 @@ def test_sigkilled_dispatchers_lose_nothing_and_never_reorder(db_url: sa.URL) ->
             kills += 1
         assert kills == 20, "the outbox drained before 20 kills: give the test more events"
         assert store.outbox_status().pending > 0
-        final = start_worker(db_url, gateway, "survivor", lease=1.0, concurrency=16)
+        final = start_worker(db_url, gateway, "survivor", lease=3.5, concurrency=16, face=face)
         out, _ = final.communicate(timeout=240)
         assert final.returncode == 0, out
         assert_exactly_once_in_order(store, names, gateway)
@@ -109,14 +127,15 @@ def test_sigkilled_dispatchers_lose_nothing_and_never_reorder(db_url: sa.URL) ->
 
 
 @pytest.mark.slow
-def test_several_dispatcher_processes_share_one_outbox(server_db_url: sa.URL) -> None:
+def test_several_dispatcher_processes_share_one_outbox(server_db_url: sa.URL, face: str) -> None:
     """Three dispatcher processes on one PostgreSQL / MariaDB outbox share the work, each event once, in order."""
     store = SqlStore(server_db_url)
     store.create_schema()
     names = populate(store, loans=150, changes=8)
     with FakeTopGateway(faults=FAULTS, seed=11, latency=0.02) as gateway:
         workers = [
-            start_worker(server_db_url, gateway, f"worker-{n}", lease=5.0, concurrency=8, gate=True) for n in range(3)
+            start_worker(server_db_url, gateway, f"worker-{n}", lease=5.0, concurrency=8, face=face, gate=True)
+            for n in range(3)
         ]
         for w in workers:  # all set up before any starts: a slow start cannot find the work already done
             assert w.stdout is not None

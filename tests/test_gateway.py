@@ -14,7 +14,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
-from loanstate import DeliveryError, InvalidConfiguration, LoanChangeEvent, TopNotifier, default_machine
+from loanstate import (
+    DeliveryError,
+    InvalidConfiguration,
+    LoanChangeEvent,
+    SystemicDeliveryError,
+    TopNotifier,
+    default_machine,
+)
 from loanstate.testing import FakeTopGateway, Fault, FaultPlan, change_events
 from loanstate.top import BUSINESS_PARAM, CONTENT_TYPE, build_request, classify, encode_form, parse_response, sign
 
@@ -42,7 +49,10 @@ def resign(params: dict[str, str]) -> dict[str, str]:
 
 
 def post(client: httpx2.Client, gw: FakeTopGateway, params: dict[str, str]) -> httpx2.Response:
-    return client.post(gw.url, content=encode_form(params).encode(), headers={"Content-Type": CONTENT_TYPE})
+    """POST as the platform's SDKs do: system parameters and sign in the query, the business one in the body."""
+    query = encode_form({k: v for k, v in params.items() if k != BUSINESS_PARAM})
+    body = encode_form({k: v for k, v in params.items() if k == BUSINESS_PARAM}).encode()
+    return client.post(f"{gw.url}?{query}", content=body, headers={"Content-Type": CONTENT_TYPE})
 
 
 @pytest.fixture
@@ -180,7 +190,8 @@ def test_answers_in_the_requested_shape(client: httpx2.Client, fmt: str, simplif
         response = post(client, gw, params)
         assert response.content.startswith(b"<?xml") == (fmt == "xml")
         assert (b"_response" in response.content) == (not simplify)
-        assert classify(response.status_code, response.content, content_type=response.headers["content-type"]).ok
+        content_type = response.headers["content-type"]
+        assert classify(response.status_code, response.content, content_type=content_type, simplify=simplify).ok
 
 
 def test_xml_is_the_default_reply_format(client: httpx2.Client) -> None:
@@ -273,10 +284,9 @@ async def test_async_mode_and_concurrency() -> None:
     ):
 
         async def send(event: LoanChangeEvent) -> bool:
-            params = signed(event)
-            response = await c.post(
-                gw.url, content=encode_form(params).encode(), headers={"Content-Type": CONTENT_TYPE}
-            )
+            request = build_request(event, app_key=gw.app_key, app_secret=SECRET, now=datetime.now(UTC))
+            url = f"{gw.url}?{request.query_string()}"
+            response = await c.post(url, content=request.body(), headers={"Content-Type": CONTENT_TYPE})
             return classify(response.status_code, response.content).ok
 
         results = await asyncio.gather(*(send(e) for e in events))
@@ -389,3 +399,106 @@ class GatewayDeliveryMachine(RuleBasedStateMachine):
 
 GatewayDeliveryMachine.TestCase.settings = settings(stateful_step_count=15, deadline=None)
 TestGatewayDelivery = GatewayDeliveryMachine.TestCase
+
+
+@settings(max_examples=15, deadline=None)
+@given(
+    event=change_events(), method=st.sampled_from(["md5", "hmac", "hmac-sha256"]), fmt=st.sampled_from(["json", "xml"])
+)
+def test_the_notifier_sends_system_parameters_and_sign_in_the_query_only(
+    shared_gateway: FakeTopGateway, event: LoanChangeEvent, method: str, fmt: str
+) -> None:
+    """For every sign method, each system parameter and sign arrive in the query, the business one in the body."""
+    with TopNotifier(shared_gateway.app_key, SECRET, url=shared_gateway.url, sign_method=method, format=fmt) as n:
+        n.send(event)
+    arrived = dict(shared_gateway.requests[-1].arrived)
+    assert arrived.pop(BUSINESS_PARAM) == "body"
+    assert set(arrived.values()) == {"query"}
+    assert {"app_key", "method", "timestamp", "v", "sign_method", "format", "sign"} <= set(arrived)
+    assert shared_gateway.requests[-1].code is None
+
+
+def _split(params: dict[str, str], *, sign_in_body: bool = False, sign_in_both: bool = False) -> tuple[str, bytes]:
+    in_body = {BUSINESS_PARAM} | ({"sign"} if sign_in_body or sign_in_both else set())
+    query = encode_form({k: v for k, v in params.items() if k not in in_body or (sign_in_both and k == "sign")})
+    return query, encode_form({k: v for k, v in params.items() if k in in_body}).encode()
+
+
+@pytest.mark.parametrize("method", ["md5", "hmac", "hmac-sha256"])
+@pytest.mark.parametrize("placement", ["body", "both", "lower case"])
+def test_a_misplaced_or_lower_case_signature_is_refused(client: httpx2.Client, method: str, placement: str) -> None:
+    """Like the platform, the gateway takes sign from the query only, in upper-case hex: else code 25, no effect."""
+    params = signed(change(), method)
+    with FakeTopGateway(machine=MACHINE) as gw:
+        if placement == "lower case":
+            query, body = _split({**params, "sign": params["sign"].lower()})
+        else:
+            query, body = _split(params, sign_in_body=placement == "body", sign_in_both=placement == "both")
+        response = client.post(f"{gw.url}?{query}", content=body, headers={"Content-Type": CONTENT_TYPE})
+        parsed = parse_response(response.content)
+        assert (parsed.kind, parsed.code) == ("error", "25")
+        assert gw.effects == {}
+        assert gw.requests[-1].arrived["sign"] == {"body": "body", "both": "both"}.get(placement, "query")
+        query, body = _split(params)  # the same request, as the SDKs send it, passes
+        response = client.post(f"{gw.url}?{query}", content=body, headers={"Content-Type": CONTENT_TYPE})
+        assert classify(response.status_code, response.content).ok
+
+
+def test_a_wrong_secret_and_a_skewed_clock_answer_25_and_31() -> None:
+    """A wrong app secret gets code 25 and a clock 20 minutes off code 31, as on the platform: both systemic."""
+    skewed = datetime.now(UTC) + timedelta(minutes=20)
+    with FakeTopGateway(machine=MACHINE) as gw:
+        for notifier, code, cause in (
+            (TopNotifier(gw.app_key, "wrong-secret", url=gw.url), "25", "signature"),
+            (TopNotifier(gw.app_key, SECRET, url=gw.url, clock=lambda: skewed), "31", "timestamp"),
+        ):
+            with notifier, pytest.raises(SystemicDeliveryError) as caught:
+                notifier.send(change())
+            assert (caught.value.code, caught.value.cause) == (code, cause)
+            assert gw.requests[-1].code == code
+        assert gw.effects == {}
+
+
+@pytest.mark.parametrize(
+    ("options", "setting"),
+    [
+        ({"app_key": ""}, "app_key"),
+        ({"app_key": 7}, "app_key"),
+        ({"app_secret": " "}, "app_secret"),
+        ({"machine": "default"}, "machine"),
+        ({"seed": "1"}, "seed"),
+        ({"latency": -1}, "latency"),
+        ({"latency": float("nan")}, "latency"),
+        ({"port": 70000}, "port"),
+        ({"port": True}, "port"),
+        ({"clock": "now"}, "clock"),
+        ({"keep_requests": 0}, "keep_requests"),
+        ({"ssl_context": "tls"}, "ssl_context"),
+        ({"host": "127.0.0.1\n"}, "host"),
+    ],
+)
+def test_gateway_settings_are_checked_at_construction(options: dict[str, object], setting: str) -> None:
+    """A wrong-typed or wrong-valued gateway setting raises InvalidConfiguration naming it, before it listens."""
+    with pytest.raises(InvalidConfiguration) as info:
+        FakeTopGateway(**options)  # type: ignore[arg-type]
+    assert info.value.setting == setting
+
+
+@pytest.mark.parametrize(
+    ("make", "setting"),
+    [
+        (lambda: FaultPlan(schedule="timeout"), "schedule"),  # type: ignore[arg-type]
+        (lambda: FaultPlan(schedule=Fault.DROP), "schedule"),  # type: ignore[arg-type]
+        (lambda: FaultPlan(rates=[Fault.DROP]), "rates"),  # type: ignore[arg-type]
+        (lambda: FaultPlan(rates={Fault.DROP: float("nan")}), "fault rate"),
+        (lambda: FaultPlan(rates={Fault.DROP: "0.5"}), "fault rate"),  # type: ignore[dict-item]
+        (lambda: FaultPlan(repeat="yes"), "repeat"),  # type: ignore[arg-type]
+        (lambda: FaultPlan(latency=float("inf")), "latency"),
+        (lambda: FaultPlan(retry_after=1.5), "retry_after"),  # type: ignore[arg-type]
+    ],
+)
+def test_fault_plan_settings_are_checked(make: Callable[[], FaultPlan], setting: str) -> None:
+    """A FaultPlan with a wrong-typed or impossible setting raises InvalidConfiguration naming it."""
+    with pytest.raises(InvalidConfiguration) as info:
+        make()
+    assert info.value.setting == setting

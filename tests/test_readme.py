@@ -53,5 +53,5 @@ def test_first_command_installs_and_runs_the_demo(tmp_path: Path) -> None:
         env=env,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert re.search(r"each request_id effective once\s*│\s*yes", result.stdout), result.stdout[-2000:]
-    assert re.search(r"per-loan order held\s*│\s*yes", result.stdout), result.stdout[-2000:]
+    assert re.search(r"each request_id effective once\s+yes", result.stdout), result.stdout[-2000:]
+    assert re.search(r"per-loan order held\s+yes", result.stdout), result.stdout[-2000:]

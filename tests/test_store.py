@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import threading
 from datetime import UTC, datetime, timedelta, timezone
 
@@ -15,14 +16,16 @@ from loanstate import (
     ConcurrentChange,
     IllegalTransition,
     InvalidEvent,
+    LoanChangeEvent,
     LoanMachine,
     SqlStore,
     Transition,
     UnknownLoan,
 )
 from loanstate.store import SCHEMA_VERSION, Change
+from loanstate.store._changes import payload_of
 from loanstate.store._schema import history, loans, outbox
-from loanstate.testing import change_times, loan_numbers
+from loanstate.testing import change_events, change_times, loan_numbers
 
 EXAMPLE = itertools.count()
 AT = datetime(2024, 3, 1, 9, 30, tzinfo=timezone(timedelta(hours=8)))
@@ -246,3 +249,11 @@ def test_history_returns_each_change_exactly_as_made(
     read = store.history(loan)
     assert [e.to_dict() for e in read] == [e.to_dict() for e in made]
     assert [e.to_top_param() for e in read] == [e.to_top_param() for e in made]
+
+
+@given(event=change_events())
+def test_the_outbox_payload_is_the_json_of_to_dict(event: LoanChangeEvent) -> None:
+    """The store's fast payload writer gives exactly json.dumps(to_dict()) (compact, non-ASCII raw), and reads back."""
+    payload = payload_of(event)
+    assert payload == json.dumps(event.to_dict(), ensure_ascii=False, separators=(",", ":"))
+    assert LoanChangeEvent.from_dict(json.loads(payload)) == event

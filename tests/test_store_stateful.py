@@ -132,6 +132,20 @@ class DurablePath(RuleBasedStateMachine):
         if parked:
             self.store.skip(parked[pick % len(parked)].request_id)
 
+    @rule(by_error=st.booleans())
+    def operator_retries_every_parked_loan(self, by_error: bool) -> None:
+        parked = len(self.store.outbox_status().parked_loans)
+        # Every parked error here names its DeliveryError class, so the search selects them all.
+        retried = self.store.retry(error_contains="DeliveryError") if by_error else self.store.retry(all_parked=True)
+        assert retried == parked
+        assert self.store.outbox_status().parked == 0
+
+    @rule()
+    def operator_skips_every_parked_event(self) -> None:
+        parked = [p.request_id for p in self.store.outbox_status().parked_loans]
+        if parked:
+            assert self.store.skip(*parked) == len(parked)
+
     @invariant()
     def store_agrees_with_model(self) -> None:
         for loan, status in self.status.items():

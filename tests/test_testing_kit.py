@@ -41,7 +41,7 @@ from loanstate import (
     TransientDeliveryError,
     default_machine,
 )
-from loanstate._audit import HistoryAudit
+from loanstate.audit import HistoryAudit
 from loanstate.dispatch import Dispatcher, RetryPolicy
 from loanstate.notifiers import InMemoryNotifier, TopNotifier
 from loanstate.store import SqlStore

@@ -11,7 +11,6 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-import aiohttp
 import httpx2
 import pytest
 import trustme
@@ -22,12 +21,13 @@ from loanstate import (
     InvalidConfiguration,
     LoanChangeEvent,
     PermanentDeliveryError,
+    SystemicDeliveryError,
     TopNotifier,
     TransientDeliveryError,
     default_machine,
 )
 from loanstate.testing import FakeTopGateway, Fault, FaultPlan
-from loanstate.top import BUSINESS_PARAM, OutcomePolicy
+from loanstate.top import BUSINESS_PARAM, SYSTEMIC_CODES, OutcomePolicy, redact
 
 MACHINE = default_machine()
 SECRET = "test-app-secret"
@@ -182,13 +182,15 @@ def test_sign_methods_and_reply_formats(method: str, fmt: str, simplify: bool) -
     ],
     ids=["secret", "app key", "clock skew"],
 )
-def test_credential_and_clock_errors_are_permanent(options: dict[str, object], code: str) -> None:
-    """A wrong secret, app key or a skewed clock is refused permanently with the platform's code."""
+def test_credential_and_clock_errors_are_systemic(options: dict[str, object], code: str) -> None:
+    """A wrong secret, app key or a skewed clock is a systemic failure with the platform's code and the fix."""
     with FakeTopGateway() as gw:
         settings: dict[str, object] = {"app_key": gw.app_key, "app_secret": SECRET, "url": gw.url, **options}
-        with TopNotifier(**settings) as notifier, pytest.raises(PermanentDeliveryError) as info:  # type: ignore[arg-type]
+        with TopNotifier(**settings) as notifier, pytest.raises(SystemicDeliveryError) as info:  # type: ignore[arg-type]
             notifier.send(EVENT)
         assert info.value.code == code
+        assert info.value.cause == SYSTEMIC_CODES[code]
+        assert info.value.remedy in str(info.value)
 
 
 def test_policy_decides_business_codes() -> None:
@@ -207,13 +209,18 @@ def test_policy_decides_business_codes() -> None:
 
 
 def test_connection_refused_is_transient() -> None:
-    """Nobody listening on the port is a transient failure."""
+    """Nobody listening on the port is a transient failure, of the systemic kind (cause 'unreachable')."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     url = f"http://127.0.0.1:{port}/router/rest"
-    with TopNotifier("k", SECRET, url=url) as notifier, pytest.raises(TransientDeliveryError, match="ConnectError"):
+    with (
+        TopNotifier("k", SECRET, url=url) as notifier,
+        pytest.raises(TransientDeliveryError, match="ConnectError") as info,
+    ):
         notifier.send(EVENT)
+    assert isinstance(info.value, SystemicDeliveryError)  # every event would fail alike: the dispatcher pauses
+    assert info.value.cause == "unreachable"
 
 
 @pytest.mark.parametrize(
@@ -269,21 +276,24 @@ async def test_secret_and_signatures_never_leak(caplog: pytest.LogCaptureFixture
     async with FakeTopGateway(app_secret=secret, faults=plan) as gw:
         sync_notifier = TopNotifier(gw.app_key, secret, url=gw.url, clock=lambda: moment)
         async with AsyncTopNotifier(gw.app_key, secret, url=gw.url, clock=lambda: moment) as notifier:
-            signatures = {notifier.prepare(EVENT).form["sign"], sync_notifier.prepare(EVENT).form["sign"]}
+            signatures = {notifier.prepare(EVENT).query["sign"], sync_notifier.prepare(EVENT).query["sign"]}
             for _ in range(4):
                 try:
                     await notifier.send(EVENT)
                 except DeliveryError as exc:
                     leaks += [str(exc), repr(exc), repr(vars(exc))]
             async with AsyncTopNotifier(gw.app_key, "not-the-secret", url=gw.url) as wrong:
-                with pytest.raises(PermanentDeliveryError) as info:
+                with pytest.raises(SystemicDeliveryError) as info:
                     await wrong.send(EVENT)
             leaks += [str(info.value), repr(vars(info.value)), repr(wrong)]
             leaks += [repr(notifier), repr(sync_notifier), repr(notifier.prepare(EVENT)), repr(gw), repr(gw.requests)]
-            leaks += [notifier.prepare(EVENT).query_string()]
+            leaks += [redact(f"{gw.url}?{notifier.prepare(EVENT).query_string()}")]
+            async with httpx2.AsyncClient() as client:  # httpx2 logs each request's URL at INFO: sign is masked
+                await client.post(f"{gw.url}?{notifier.prepare(EVENT).query_string()}")
         sync_notifier.close()
     leaks += [r.getMessage() for r in caplog.records] + [repr(r.__dict__) for r in caplog.records]
     assert any("request_id" in text for text in leaks)  # the captured material is real
+    assert any("sign=<hidden>" in r.getMessage() for r in caplog.records if r.name == "httpx2")
     for text in leaks:
         assert secret not in text
         for signature in signatures:
@@ -401,19 +411,21 @@ async def test_async_https_proxy_and_own_session() -> None:
         async with AsyncTopNotifier(gw.app_key, SECRET, url=gw.url, verify=client_context) as notifier:
             assert (await notifier.send(EVENT)).response_code == "SUCCESS"
         async with AsyncTopNotifier(gw.app_key, SECRET, url=gw.url, trust_env=False) as notifier:
-            with pytest.raises(TransientDeliveryError, match=r"Certificate|SSL"):
+            with pytest.raises(SystemicDeliveryError, match=r"Certificate|SSL") as tls:
                 await notifier.send(EVENT)
+            assert tls.value.cause == "tls"
         proxied = AsyncTopNotifier(
             gw.app_key, SECRET, url=gw.url, verify=client_context, proxy=f"http://127.0.0.1:{dead_port}", timeout=2.0
         )
         async with proxied as notifier:
-            with pytest.raises(TransientDeliveryError, match="connection to the gateway failed"):
+            with pytest.raises(SystemicDeliveryError, match="cannot be reached") as refused:
                 await notifier.send(EVENT)
-        async with aiohttp.ClientSession() as session:
-            notifier = AsyncTopNotifier(gw.app_key, SECRET, url=gw.url, verify=client_context, client=session)
+            assert refused.value.cause == "unreachable"
+        async with httpx2.AsyncClient(verify=client_context) as session:
+            notifier = AsyncTopNotifier(gw.app_key, SECRET, url=gw.url, client=session)
             await notifier.send(EVENT)
             await notifier.aclose()
-            assert not session.closed
+            assert not session.is_closed
         assert gw.effects == {EVENT.request_id: 1}
         assert len(gw.requests) == 2
 
@@ -423,7 +435,7 @@ def test_async_settings_are_checked() -> None:
     with pytest.raises(InvalidConfiguration, match="timeout"):
         AsyncTopNotifier("k", SECRET, url="https://h/", timeout=0)
     with pytest.raises(InvalidConfiguration, match="max_connections"):
-        AsyncTopNotifier("k", SECRET, url="https://h/", max_connections=0)
+        AsyncTopNotifier("k", SECRET, url="https://h/", limits=httpx2.Limits(max_connections=0))
     with pytest.raises(InvalidConfiguration, match="cert"):
         AsyncTopNotifier("k", SECRET, url="https://h/", verify=False, cert="client.pem")
 
@@ -439,7 +451,7 @@ def test_settings_that_cannot_work_are_named(
     with pytest.raises(InvalidConfiguration, match="app_key 1"):
         notifier(1, SECRET, url="https://h/")  # type: ignore[arg-type]
     with pytest.raises(InvalidConfiguration) as info:
-        notifier("k", None, url="https://h/")  # type: ignore[arg-type]
+        notifier("k", None, url="https://h/")
     assert info.value.value == "<hidden>"
     for timeout in (0, -1.5):
         with pytest.raises(InvalidConfiguration, match=f"timeout {timeout}"):

@@ -12,7 +12,16 @@ from hypothesis import strategies as st
 
 from loanstate import InvalidConfiguration, LoanChangeEvent, default_machine
 from loanstate.testing import change_events, change_times
-from loanstate.top import API_METHOD, BUSINESS_PARAM, SIGN_METHODS, build_request, encode_form, partner_id, verify
+from loanstate.top import (
+    API_METHOD,
+    BUSINESS_PARAM,
+    SIGN_METHODS,
+    build_request,
+    encode_form,
+    partner_id,
+    redact,
+    verify,
+)
 
 SECRET = "app-secret-秘密"
 methods = st.sampled_from(sorted(SIGN_METHODS))
@@ -20,7 +29,7 @@ methods = st.sampled_from(sorted(SIGN_METHODS))
 
 @given(event=change_events(), now=change_times(), method=methods, fmt=st.sampled_from(["json", "xml"]))
 def test_request_shape_and_signature(event: LoanChangeEvent, now: datetime, method: str, fmt: str) -> None:
-    """System parameters in the query, the event's JSON and the signature in the body, all verifiable."""
+    """Every system parameter and the signature in the query, only the event's JSON in the body, all verifiable."""
     request = build_request(event, app_key="key", app_secret=SECRET, now=now, sign_method=method, format=fmt)
     query = dict(parse_qsl(request.query_string(), strict_parsing=True))
     body = dict(parse_qsl(request.body().decode("ascii"), strict_parsing=True))
@@ -32,10 +41,12 @@ def test_request_shape_and_signature(event: LoanChangeEvent, now: datetime, meth
         "sign_method": method,
         "timestamp": now.astimezone(timezone(timedelta(hours=8))).strftime("%Y-%m-%d %H:%M:%S"),
         "v": "2.0",
+        "sign": query["sign"],
     }
-    assert set(body) == {BUSINESS_PARAM, "sign"}
+    assert set(body) == {BUSINESS_PARAM}
     assert body[BUSINESS_PARAM] == event.to_top_param()
-    assert verify({**query, **body}, SECRET)
+    assert verify({**query, **body}, SECRET, exact=True)
+    assert query["sign"] == query["sign"].upper()
     assert request.params() == {**query, **body}
     assert request.request_id == event.request_id
 
@@ -78,17 +89,23 @@ def test_optional_system_parameters() -> None:
     assert {"session": "sess", "target_app_key": "t", "simplify": "true"}.items() <= with_all.query.items()
     blank = build_request(event, app_key="k", app_secret="s", now=now, session="  ", target_app_key="", partner=" ")
     assert not {"session", "target_app_key", "partner_id", "simplify"} & set(blank.query)
+    assert "sign" in blank.query
     assert verify(blank.params(), "s")
 
 
 def test_repr_never_shows_the_signature() -> None:
-    """A request's repr names the method and request_id but not the signature."""
+    """A request's repr names the method and request_id but not the signature; redact() masks it in a URL."""
     event = default_machine().change(loan_apply_no="FI1", before="NEW", after="OVERDUE", at=datetime.now(UTC))
     request = build_request(event, app_key="k", app_secret="s", now=datetime.now(UTC))
-    assert request.form["sign"] not in repr(request)
+    signature = request.query["sign"]
+    assert signature not in repr(request)
     assert event.request_id in repr(request)
-    assert request.form["sign"] not in request.query_string()
-    assert "sign" not in dict(parse_qsl(request.query_string()))
+    assert signature in request.query_string()
+    assert "sign" not in request.form
+    url = f"https://gw/router/rest?{request.query_string()}"
+    assert signature not in redact(url)
+    assert "sign=<hidden>" in redact(url)
+    assert redact("partner_sign=X&design=Y") == "partner_sign=X&design=Y"
 
 
 @pytest.mark.parametrize(

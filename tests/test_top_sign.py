@@ -7,7 +7,7 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from loanstate import InvalidConfiguration
-from loanstate.top import SIGN_METHODS, sign, signing_string, verify
+from loanstate.top import SIGN_METHODS, Secret, sign, signing_string, verify
 
 # The public md5 vector from the reference (a public Q&A thread, verified there).
 PUBLIC_PARAMS = {
@@ -161,3 +161,41 @@ def test_a_secret_utf8_cannot_encode_is_refused_without_showing_it() -> None:
         assert "s3cr3t" not in str(error)
         assert error.__cause__ is None
         assert error.__suppress_context__
+
+
+def test_exact_verification_refuses_a_lower_case_signature() -> None:
+    """As the platform compares: exact upper-case hex passes, the same digest in lower case does not."""
+    signed = {**PUBLIC_PARAMS, "sign": "72CB4D809B375A54502C09360D879C64"}
+    lower = {**PUBLIC_PARAMS, "sign": "72cb4d809b375a54502c09360d879c64"}
+    assert verify(signed, "test", exact=True)
+    assert not verify(lower, "test", exact=True)
+    assert verify(lower, "test")  # the lenient default
+
+
+@given(tail=st.text(), method=st.sampled_from(sorted(SIGN_METHODS)))
+def test_a_secret_object_signs_like_its_text_and_never_renders(tail: str, method: str) -> None:
+    """Secret(text) signs exactly as the text does, and its repr, str and format never show the text."""
+    secret = "s3cr3t-" + tail
+    try:
+        secret.encode("utf-8")
+    except UnicodeEncodeError:
+        assume(False)
+    wrapped = Secret(secret)
+    assert sign(PUBLIC_PARAMS, wrapped, method) == sign(PUBLIC_PARAMS, secret, method)
+    assert Secret(wrapped) == wrapped
+    assert wrapped.reveal() == secret
+    for shown in (repr(wrapped), str(wrapped), f"{wrapped}", repr([wrapped]), repr({"k": wrapped})):
+        assert "Secret('***')" in shown
+        assert secret not in shown
+
+
+def test_a_secret_refuses_blank_or_non_text_values_and_pickling() -> None:
+    """Blank, non-text or unencodable secrets raise InvalidConfiguration without the value; pickling refuses."""
+    import pickle
+
+    for bad in ("", "   ", None, 123, b"bytes", "x\ud800"):
+        with pytest.raises(InvalidConfiguration) as info:
+            Secret(bad)  # type: ignore[arg-type]
+        assert info.value.value == "<hidden>"
+    with pytest.raises(TypeError, match="not picklable"):
+        pickle.dumps(Secret("s3cr3t"))

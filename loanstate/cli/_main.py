@@ -22,8 +22,14 @@ from loanstate.cli._common import (
     first_line,
 )
 from loanstate.cli.audit import audit
+from loanstate.cli.console import console
+from loanstate.cli.db import db, prune
+from loanstate.cli.deliver import deliver
+from loanstate.cli.demo import demo
+from loanstate.cli.gateway import gateway
+from loanstate.cli.importing import import_
 from loanstate.cli.lifecycle import check, diagram
-from loanstate.cli.operate import deliver, demo, gateway, outbox
+from loanstate.cli.outbox import outbox
 
 __all__ = ["cli", "main"]
 
@@ -41,11 +47,10 @@ def cli() -> None:
     """
 
 
-# -- check -------------------------------------------------------------------------
-
 # One line per command: what the command line offers is read here, in one place.
-for _command in (demo, check, diagram, audit, gateway, deliver, outbox):
+for _command in (demo, check, diagram, audit, import_, gateway, deliver, outbox, db, console):
     cli.add_command(_command)
+outbox.add_command(prune)
 
 
 # -- entry point ---------------------------------------------------------------------

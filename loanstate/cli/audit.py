@@ -6,6 +6,7 @@ import json
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import timezone
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -19,28 +20,71 @@ from loanstate.cli._common import (
 )
 
 if TYPE_CHECKING:
-    from loanstate._audit import AuditFinding, HistoryAudit
+    from loanstate.audit import AuditFinding, HistoryAudit
 
-__all__ = ["audit"]
+__all__ = ["assume_offset_option", "audit", "encoding_option", "input_options", "progress_bar"]
+
+
+def _encoding(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    from loanstate.audit import check_encoding
+
+    try:
+        check_encoding(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), ctx, param) from None
+    return value
+
+
+def _offset(ctx: click.Context, param: click.Parameter, value: str | None) -> timezone | None:
+    from loanstate.audit import parse_offset
+
+    if value is None:
+        return None
+    try:
+        return timezone(parse_offset(value))
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), ctx, param) from None
+
+
+encoding_option = click.option(
+    "--encoding",
+    default="utf-8",
+    show_default=True,
+    callback=_encoding,
+    help="Text encoding of FILE, e.g. gbk (ASCII-based text encodings only).",
+)
+assume_offset_option = click.option(
+    "--assume-offset",
+    callback=_offset,
+    metavar="+HH:MM",
+    help="UTC offset of change_times written without one (the API's yyyy-MM-dd HH:mm:ss is GMT+8 anyway).",
+)
+
+
+def input_options(fn: Any) -> Any:
+    """The options that say how to read a history file: --input-format, --encoding, --assume-offset."""
+    fn = assume_offset_option(fn)
+    fn = encoding_option(fn)
+    return click.option(
+        "--input-format",
+        type=click.Choice(["jsonl", "csv"]),
+        help="Format of FILE (default: from its suffix, else sniffed).",
+    )(fn)
 
 
 @click.command(
     epilog=(
         "Example: loanstate audit history.jsonl --machine my_lifecycle.toml --format json\n\n"
         "Each record carries the change event's fields: loan_apply_no, before_status, after_status, "
-        "change_time (ISO 8601 with an offset), request_id (customer_id, institution_loan_no optional); "
+        "change_time (ISO 8601 with an offset, or the API's yyyy-MM-dd HH:mm:ss in GMT+8), "
+        "request_id (customer_id, institution_loan_no optional); "
         "other fields are ignored. JSON Lines: one object per line. CSV: a header row naming the fields."
     )
 )
 @click.argument("file", type=click.Path(dir_okay=True, path_type=str))
 @click.option("--machine", "machine_file", type=click.Path(path_type=str), help="Lifecycle TOML (default: shipped).")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
-@click.option(
-    "--input-format",
-    type=click.Choice(["jsonl", "csv"]),
-    help="Format of FILE (default: from its suffix, else sniffed).",
-)
-@click.option("--encoding", default="utf-8", show_default=True, help="Text encoding of FILE, e.g. gbk.")
+@input_options
 @click.option(
     "--limit", default=20, show_default=True, type=click.IntRange(min=0), help="Findings listed in the text report."
 )
@@ -52,6 +96,7 @@ def audit(  # noqa: PLR0917 - click passes every option by name anyway
     fmt: str,
     input_format: str | None,
     encoding: str,
+    assume_offset: timezone | None,
     limit: int,
     progress: bool | None,
 ) -> int:
@@ -62,17 +107,18 @@ def audit(  # noqa: PLR0917 - click passes every option by name anyway
     numbers. Streams: memory does not grow with the file. Exit 1 when there
     are findings.
     """
-    from loanstate._audit import HistoryAudit
+    from loanstate.audit import HistoryAudit
 
     machine = load_machine(machine_file)
     show_progress = sys.stderr.isatty() if progress is None else progress
-    with _progress_bar(show_progress) as on_progress:
+    with progress_bar(show_progress) as on_progress:
         history = HistoryAudit.of_file(
             file,
             machine=machine,
             input_format=input_format,  # type: ignore[arg-type]
             encoding=encoding,
             on_progress=on_progress,
+            assume_offset=assume_offset,
         )
         if fmt == "json":
             _audit_json(history)
@@ -83,7 +129,8 @@ def audit(  # noqa: PLR0917 - click passes every option by name anyway
 
 
 @contextmanager
-def _progress_bar(enabled: bool) -> Iterator[Callable[[int, int, str], None] | None]:
+def progress_bar(enabled: bool) -> Iterator[Callable[[int, int, str], None] | None]:
+    """A transient progress bar on stderr (cleared when done), fed by ``update(done, total, phase)``."""
     if not enabled:
         yield None
         return

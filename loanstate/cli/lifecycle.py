@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 import subprocess
 from pathlib import Path
@@ -14,7 +13,9 @@ from loanstate.cli._common import (
     EXIT_FINDINGS,
     InputError,
     debug_option,
+    json_text,
     load_machine,
+    printable,
     stdout,
 )
 
@@ -39,7 +40,7 @@ def check(file: str, fmt: str) -> int:
     if fmt == "json":
         out: dict[str, object] = {"file": file, "ok": not problems, "problems": []}
         out["problems"] = [{"code": p.code, "message": p.message, "where": p.where, "line": p.line} for p in problems]
-        click.echo(json.dumps(out, ensure_ascii=False, indent=2))
+        click.echo(json_text(out, indent=2))
         return EXIT_FINDINGS if problems else 0
     from rich.markup import escape
 
@@ -47,16 +48,17 @@ def check(file: str, fmt: str) -> int:
     if problems:
         # Paths and messages quote the user's text, which must never be read as rich markup.
         for p in problems:
-            console.print(f"{escape(str(p))}  [dim]\\[{escape(p.code)}][/dim]")
+            console.print(f"{escape(printable(p))}  [dim]\\[{escape(printable(p.code))}][/dim]")
         noun = "problem" if len(problems) == 1 else "problems"
-        console.print(f"[bold red]{escape(file)}: {len(problems)} {noun}[/bold red]")
+        console.print(f"[bold red]{escape(printable(file))}: {len(problems)} {noun}[/bold red]")
         return EXIT_FINDINGS
     machine = LoanMachine.from_file(file)
     edges = sum(len(t.before) for t in machine.transitions)
     terminal = ", ".join(sorted(machine.terminal)) or "none"
     console.print(
-        f"[green]{escape(file)}: OK[/green]: lifecycle {escape(repr(machine.name))}, {len(machine.statuses)} statuses, "
-        f"{edges} transitions, initial {machine.initial}, terminal {terminal}"
+        f"[green]{escape(printable(file))}: OK[/green]: lifecycle {escape(printable(repr(machine.name)))}, "
+        f"{len(machine.statuses)} statuses, {edges} transitions, initial {escape(printable(machine.initial))}, "
+        f"terminal {escape(printable(terminal))}"
     )
     return 0
 
@@ -115,7 +117,8 @@ def diagram(file: str | None, fmt: str, output: str | None) -> int:
             raise InputError(f"{output}: cannot write: {exc.strerror or exc}") from exc
         click.echo(f"wrote {output}", err=True)
     else:
-        click.echo(text, nl=False)
+        # Descriptions and names come from the definition: no control character reaches the terminal.
+        click.echo(printable(text, keep_newlines=True), nl=False)
     return 0
 
 

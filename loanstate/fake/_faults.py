@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import math
 from collections.abc import Iterable, Mapping
 from random import Random
 from typing import Any
@@ -36,6 +37,8 @@ class Fault(enum.Enum):
 
 
 def _schedule(values: Iterable[Fault | None]) -> tuple[Fault | None, ...]:
+    if isinstance(values, str | bytes | Fault) or not isinstance(values, Iterable):
+        raise InvalidConfiguration("schedule", values, "expected a sequence of Fault or None")
     schedule = tuple(values)
     for position, fault in enumerate(schedule):
         # A string such as "timeout" would otherwise match no fault and inject nothing, silently.
@@ -45,14 +48,27 @@ def _schedule(values: Iterable[Fault | None]) -> tuple[Fault | None, ...]:
 
 
 def _seconds(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-        raise InvalidConfiguration(attribute.name, value, "must be a number of seconds, 0 or more")
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < math.inf:
+        raise InvalidConfiguration(attribute.name, value, "must be a finite number of seconds, 0 or more")
+
+
+def _whole_seconds(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise InvalidConfiguration(attribute.name, value, "must be a whole number of seconds, 0 or more")
+
+
+def _flag(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if not isinstance(value, bool):
+        raise InvalidConfiguration(attribute.name, value, "must be True or False")
 
 
 def _rates(values: Mapping[Fault, float]) -> Mapping[Fault, float]:
+    if not isinstance(values, Mapping):
+        raise InvalidConfiguration("rates", values, "expected a mapping of Fault to a probability")
     rates = dict(values)
     for fault, rate in rates.items():
-        if not isinstance(fault, Fault) or not 0.0 <= rate <= 1.0:
+        number = isinstance(rate, int | float) and not isinstance(rate, bool)
+        if not isinstance(fault, Fault) or not number or not 0.0 <= rate <= 1.0:
             raise InvalidConfiguration("fault rate", (fault, rate), "each must be a Fault with a rate in [0, 1]")
     if sum(rates.values()) > 1.0 + 1e-9:
         raise InvalidConfiguration("fault rates", rates, "must sum to at most 1")
@@ -74,10 +90,10 @@ class FaultPlan:
 
     schedule: tuple[Fault | None, ...] = attrs.field(default=(), converter=_schedule)
     rates: Mapping[Fault, float] = attrs.field(factory=dict, converter=_rates)
-    repeat: bool = False
+    repeat: bool = attrs.field(default=False, validator=_flag)
     latency: float = attrs.field(default=0.05, validator=_seconds)
     hang: float = attrs.field(default=30.0, validator=_seconds)
-    retry_after: int = attrs.field(default=1, validator=_seconds)
+    retry_after: int = attrs.field(default=1, validator=_whole_seconds)
 
     @classmethod
     def none(cls) -> FaultPlan:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import math
 import random
 import ssl
 import threading
@@ -30,6 +31,7 @@ from loanstate._events import LoanChangeEvent
 from loanstate._machine import LoanMachine
 from loanstate.fake._faults import Fault, FaultPlan
 from loanstate.fake._rules import Answer, check_request, error_answer, render, success_answer
+from loanstate.top import Secret
 
 __all__ = ["FakeTopGateway", "GatewayRequest"]
 
@@ -42,6 +44,8 @@ class GatewayRequest:
     """One request as the fake gateway saw it.
 
     ``params``: every parameter but the signature (query and body merged).
+    ``arrived``: where each parameter came, ``"query"``, ``"body"`` or
+    ``"both"`` (``sign`` included).
     ``event``: the change it carried, when it passed the checks. ``fault``:
     what was injected. ``http_status``: ``None`` when no answer was sent.
     ``code``/``sub_code``: the error answered (``sub_code`` is the
@@ -59,11 +63,52 @@ class GatewayRequest:
     sub_code: str | None
     replay: bool
     took_effect: bool
+    arrived: Mapping[str, str] = attrs.field(factory=dict)
 
     @property
     def request_id(self) -> str | None:
         """The idempotency key of the change carried, if it was readable."""
         return self.event.request_id if self.event is not None else None
+
+
+def _check_settings(
+    *, machine: object, seed: object, latency: object, port: object, clock: object, keep: object, context: object
+) -> None:
+    """Refuse wrong-typed or wrong-valued settings of the gateway, naming the first one."""
+    checks: tuple[tuple[str, object, bool, str], ...] = (
+        ("machine", machine, machine is None or isinstance(machine, LoanMachine), "a LoanMachine or None"),
+        ("seed", seed, isinstance(seed, int) and not isinstance(seed, bool), "an integer"),
+        (
+            "latency",
+            latency,
+            isinstance(latency, int | float) and not isinstance(latency, bool) and 0 <= latency < math.inf,
+            "a finite number of seconds, 0 or more",
+        ),
+        (
+            "port",
+            port,
+            isinstance(port, int) and not isinstance(port, bool) and 0 <= port <= 65535,
+            "a port number from 0 to 65535",
+        ),
+        ("clock", clock, clock is None or callable(clock), "a function returning an aware datetime, or None"),
+        (
+            "keep_requests",
+            keep,
+            keep is None or (isinstance(keep, int) and not isinstance(keep, bool) and keep > 0),
+            "a positive integer or None",
+        ),
+        ("ssl_context", context, context is None or isinstance(context, ssl.SSLContext), "an ssl.SSLContext or None"),
+    )
+    for setting, value, ok, expected in checks:
+        if not ok:
+            raise InvalidConfiguration(setting, value, f"expected {expected}")
+
+
+def _arrived(query: Mapping[str, str], form: Mapping[str, str]) -> dict[str, str]:
+    where = dict.fromkeys(query, "query")
+    for key in form:
+        where[key] = "both" if key in where else "body"
+    return where
 
 
 def _utc_now() -> datetime:
@@ -73,8 +118,10 @@ def _utc_now() -> datetime:
 class FakeTopGateway:
     """A fake ``/router/rest`` for ``alibaba.finance.xfd.loan.change.notify`` on 127.0.0.1.
 
-    It verifies signatures (md5, hmac, hmac-sha256), the timestamp (10 minutes
-    of skew against ``clock``), the system parameters and the business JSON
+    It verifies signatures (md5, hmac, hmac-sha256; ``sign`` from the query
+    string only, in upper-case hex, as the platform's own clients send it: a
+    wrong secret answers code 25), the timestamp (10 minutes of skew: code 31
+    against ``clock``), the system parameters and the business JSON
     (fields, types, date format; statuses and legal pairs against ``machine``
     when given), and answers exactly like the platform. A repeated
     ``request_id`` gets the first successful answer again and takes no effect.
@@ -84,14 +131,16 @@ class FakeTopGateway:
     bounds :attr:`requests` to the latest ones (``None``: keep all), for long
     runs such as a demo; effects and deliveries are always kept in full.
     ``ssl_context`` (a server context) serves HTTPS, to test TLS settings such
-    as a notifier's ``verify=`` CA bundle.
+    as a notifier's ``verify=`` CA bundle. Wrong-typed settings raise
+    :class:`~loanstate.InvalidConfiguration`; the secret is held as a
+    :class:`~loanstate.top.Secret`.
     """
 
     def __init__(
         self,
         *,
         app_key: str = "test-app-key",
-        app_secret: str = "test-app-secret",
+        app_secret: str | Secret = "test-app-secret",
         machine: LoanMachine | None = None,
         faults: FaultPlan | tuple[Fault | None, ...] | list[Fault | None] | None = None,
         seed: int = 0,
@@ -102,10 +151,21 @@ class FakeTopGateway:
         keep_requests: int | None = None,
         ssl_context: ssl.SSLContext | None = None,
     ) -> None:
-        if host not in ("127.0.0.1", "::1", "localhost"):
+        if not isinstance(host, str) or host not in ("127.0.0.1", "::1", "localhost"):
             raise InvalidConfiguration("host", host, "the fake gateway listens on loopback only")
-        self.app_key = app_key
-        self._secret = app_secret
+        if not isinstance(app_key, str) or not app_key.strip() or not app_key.isprintable():
+            raise InvalidConfiguration("app_key", app_key, "must be a non-blank printable string")
+        _check_settings(
+            machine=machine,
+            seed=seed,
+            latency=latency,
+            port=port,
+            clock=clock,
+            keep=keep_requests,
+            context=ssl_context,
+        )
+        self.app_key = str.__str__(app_key)
+        self._secret = Secret(app_secret)
         self._machine = machine
         self._rng = random.Random(seed)
         self._latency = latency
@@ -194,7 +254,9 @@ class FakeTopGateway:
 
     # -- the request handler -----------------------------------------------
 
-    def _apply(self, params: dict[str, str], fault: Fault | None, index: int) -> tuple[Answer, GatewayRequest]:
+    def _apply(
+        self, params: dict[str, str], fault: Fault | None, index: int, arrived: Mapping[str, str]
+    ) -> tuple[Answer, GatewayRequest]:
         """Check, deduplicate and apply one request; called on the loop, under the lock."""
         rid = f"fake{index:x}{self._rng.getrandbits(32):08x}"
         checked = check_request(
@@ -204,6 +266,7 @@ class FakeTopGateway:
             now=self._clock(),
             gateway_request_id=rid,
             machine=self._machine,
+            sign_in_body="sign" in arrived and arrived["sign"] != "query",
         )
         event = checked if isinstance(checked, LoanChangeEvent) else None
         replay = took_effect = False
@@ -248,6 +311,7 @@ class FakeTopGateway:
             sub_code=answer.sub_code,
             replay=replay,
             took_effect=took_effect,
+            arrived=arrived,
         )
         return answer, record
 
@@ -270,19 +334,21 @@ class FakeTopGateway:
             return index, fault
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
-        params = dict(request.query.items())
+        query = dict(request.query.items())
+        form: dict[str, str] = {}
         if request.method == "POST" and request.can_read_body:
-            form = await request.post()
-            params.update((k, v) for k, v in form.items() if isinstance(v, str))
+            form = {k: v for k, v in (await request.post()).items() if isinstance(v, str)}
+        # The platform's clients put sign in the query string; one in the body is never taken for it.
+        params = {**{k: v for k, v in form.items() if k != "sign"}, **query}
         index, fault = self._next_fault()
+        arrived = _arrived(query, form)
         delay = self._latency + (self._plan.latency if fault is Fault.LATENCY else 0.0)
         if delay > 0:
             await asyncio.sleep(delay)
         if fault in (Fault.HTTP_500, Fault.HTTP_503):
             status = 500 if fault is Fault.HTTP_500 else 503
-            record = GatewayRequest(
-                index, {k: v for k, v in params.items() if k != "sign"}, None, fault, status, None, None, False, False
-            )
+            shown = {k: v for k, v in params.items() if k != "sign"}
+            record = GatewayRequest(index, shown, None, fault, status, None, None, False, False, arrived)
             with self._lock:
                 self._requests.append(record)
             headers = {"Retry-After": "1"} if status == 503 else {}
@@ -290,7 +356,7 @@ class FakeTopGateway:
                 status=status, text="Service Unavailable" if status == 503 else "Internal Server Error", headers=headers
             )
         with self._lock:
-            answer, record = self._apply(params, fault, index)
+            answer, record = self._apply(params, fault, index, arrived)
             self._requests.append(record)
         if fault is Fault.TIMEOUT:
             await asyncio.sleep(self._plan.hang)

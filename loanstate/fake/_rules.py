@@ -19,7 +19,7 @@ import attrs
 from loanstate._errors import IllegalTransition, InvalidEvent
 from loanstate._events import FIELDS, TOP_TIMEZONE, LoanChangeEvent
 from loanstate._machine import LoanMachine
-from loanstate.top import API_METHOD, BUSINESS_PARAM, FORMATS, SIGN_METHODS, verify
+from loanstate.top import API_METHOD, BUSINESS_PARAM, FORMATS, SIGN_METHODS, Secret, verify
 
 __all__ = ["SKEW", "Answer", "check_request", "error_answer", "render", "success_answer"]
 
@@ -126,12 +126,18 @@ def check_request(
     params: Mapping[str, str],
     *,
     app_key: str,
-    app_secret: str,
+    app_secret: str | Secret,
     now: datetime,
     gateway_request_id: str,
     machine: LoanMachine | None,
+    sign_in_body: bool = False,
 ) -> LoanChangeEvent | Answer:
-    """Check one request as the gateway does: the event it carries, or the error answer."""
+    """Check one request as the gateway does: the event it carries, or the error answer.
+
+    ``params["sign"]`` is the query string's (the platform's clients send it
+    there and nowhere else); ``sign_in_body``: a ``sign`` came in the body,
+    which is refused. The signature must match exactly, in upper-case hex.
+    """
     rid = gateway_request_id
     method = params.get("method", "").strip()
     if not method:
@@ -158,9 +164,11 @@ def check_request(
         return error_answer(rid, 41, "Invalid arguments:format")
     if params.get("sign_method", "md5") not in SIGN_METHODS:
         return error_answer(rid, 25, "Invalid Signature", "isv.invalid-signature-method")
+    if sign_in_body:
+        return error_answer(rid, 25, "Invalid Signature", "isv.invalid-signature", "sign must be in the query string")
     if not params.get("sign", "").strip():
         return error_answer(rid, 24, "Missing Signature")
-    if not verify(params, app_secret):
+    if not verify(params, app_secret, exact=True):
         return error_answer(rid, 25, "Invalid Signature")
     raw = params.get(BUSINESS_PARAM, "")
     if not raw.strip():

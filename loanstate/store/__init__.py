@@ -7,21 +7,28 @@ in one transaction; :class:`~loanstate.Dispatcher` drains the outbox.
 from __future__ import annotations
 
 from loanstate.store._dialects import make_engine
+from loanstate.store._import import ImportProblem, ImportReport, LoanRecord
+from loanstate.store._migrate import SchemaStatus
 from loanstate.store._outbox import Outbox
 from loanstate.store._records import Change, Claim, OutboxEntry, OutboxState, OutboxStatus, Outcome, ParkedLoan
-from loanstate.store._schema import SCHEMA_VERSION
+from loanstate.store._schema import SCHEMA_VERSION, metadata
 from loanstate.store._store import SqlStore
 
 __all__ = [
     "SCHEMA_VERSION",
     "Change",
     "Claim",
+    "ImportProblem",
+    "ImportReport",
+    "LoanRecord",
     "Outbox",
     "OutboxEntry",
     "OutboxState",
     "OutboxStatus",
     "Outcome",
     "ParkedLoan",
+    "SchemaStatus",
     "SqlStore",
     "make_engine",
+    "metadata",
 ]

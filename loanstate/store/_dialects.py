@@ -15,11 +15,14 @@ The rest of the store writes portable SQLAlchemy Core and asks this module for:
 * an insert that leaves an existing row alone (each engine spells the upsert
   differently);
 * which database errors are worth retrying (deadlocks, serialisation failures,
-  lock timeouts, a busy SQLite file).
+  lock timeouts, a busy SQLite file);
+* refusing autocommit (a change's three writes must commit together), and an
+  in-memory SQLite database every thread shares (one connection, taken in turn).
 """
 
 from __future__ import annotations
 
+import threading
 import weakref
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
@@ -30,7 +33,7 @@ import stamina
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.engine import Connection, Dialect, Engine
 from sqlalchemy.engine.interfaces import DBAPIConnection
-from sqlalchemy.pool import ConnectionPoolEntry
+from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection, StaticPool
 
 __all__ = [
     "READ_ONLY",
@@ -38,6 +41,7 @@ __all__ = [
     "BigId",
     "Key",
     "UtcDateTime",
+    "autocommit_problem",
     "for_claim",
     "insert_if_absent",
     "is_retryable",
@@ -111,6 +115,30 @@ class UtcDateTime(sa.types.TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC)
 
 
+_AUTOCOMMIT_PROBLEM: Final = (
+    "is in AUTOCOMMIT mode: each write would commit on its own, and a crash between them would leave "
+    "a status and its history with no outbox row (a change never notified); use the default isolation level"
+)
+
+
+def autocommit_problem(target: Engine | Connection) -> str | None:
+    """Why ``target`` cannot carry the store's writes (it autocommits), or ``None`` when it can."""
+    level = target.get_execution_options().get("isolation_level")
+    if level is None and isinstance(target, Connection):
+        # A connection's own options say nothing when the setting came from its engine.
+        level = target.engine.get_execution_options().get("isolation_level")
+    if level is None:
+        engine = target.engine if isinstance(target, Connection) else target
+        # create_engine(isolation_level=...) keeps the level on the dialect, not in the options.
+        level = getattr(engine.dialect, "_on_connect_isolation_level", None)
+    return _AUTOCOMMIT_PROBLEM if level == "AUTOCOMMIT" else None
+
+
+def _in_memory(url: sa.URL) -> bool:
+    database = url.database or ""
+    return database in ("", ":memory:") or url.query.get("mode") == "memory"
+
+
 def make_engine(url_or_engine: str | sa.URL | Engine) -> Engine:
     """An engine for ``url_or_engine``, configured for the store (see the module docstring).
 
@@ -120,13 +148,21 @@ def make_engine(url_or_engine: str | sa.URL | Engine) -> Engine:
     if isinstance(url_or_engine, Engine):
         engine = url_or_engine
         if engine.dialect.name == "sqlite" and engine not in _configured:
+            if _in_memory(engine.url):
+                _share_memory_engine(engine)
             _configure_sqlite(engine)
             engine.dispose()
         _configured.add(engine)
         return engine
     url = sa.make_url(url_or_engine)
     backend = url.get_backend_name()
-    if backend == "sqlite":
+    if backend == "sqlite" and _in_memory(url):
+        # One connection for every thread (the dispatchers deliver from others), so all
+        # see one database; a lock hands it to one transaction at a time.
+        engine = sa.create_engine(url, poolclass=StaticPool, connect_args={"check_same_thread": False})
+        _configure_sqlite(engine)
+        _take_in_turn(engine)
+    elif backend == "sqlite":
         engine = sa.create_engine(url, connect_args={"timeout": _SQLITE_BUSY_MS / 1000})
         _configure_sqlite(engine)
     elif backend in ("mysql", "mariadb"):
@@ -139,6 +175,34 @@ def make_engine(url_or_engine: str | sa.URL | Engine) -> Engine:
         engine = sa.create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=40)
     _configured.add(engine)
     return engine
+
+
+def _share_memory_engine(engine: Engine) -> None:
+    """Make a caller's in-memory SQLite engine one database for every thread, or refuse it."""
+    if not isinstance(engine.pool, StaticPool):
+        # Its default pool gives each thread its own connection, hence its own empty database:
+        # a dispatcher delivering from another thread would find nothing to send.
+        raise ValueError(
+            "is an in-memory SQLite engine with one database per thread; pass the URL 'sqlite://' instead "
+            "(the store then shares one connection between threads), or create the engine with "
+            "poolclass=StaticPool and connect_args={'check_same_thread': False}"
+        )
+    _take_in_turn(engine)
+
+
+def _take_in_turn(engine: Engine) -> None:
+    """Let one thread at a time hold the engine's single connection (checked out until checked in)."""
+    turn = threading.RLock()
+
+    @sa.event.listens_for(engine, "checkout")
+    def _on_checkout(
+        dbapi_connection: DBAPIConnection, record: ConnectionPoolEntry, proxy: PoolProxiedConnection
+    ) -> None:
+        turn.acquire()
+
+    @sa.event.listens_for(engine, "checkin")
+    def _on_checkin(dbapi_connection: DBAPIConnection | None, record: ConnectionPoolEntry) -> None:
+        turn.release()
 
 
 def _configure_sqlite(engine: Engine) -> None:

@@ -18,11 +18,22 @@ import attrs
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from loanstate._errors import InvalidEvent, UnknownLoan
+from loanstate._errors import InvalidEvent, LoanStateError
 from loanstate._events import LoanChangeEvent
+from loanstate.store._checks import (
+    check_count,
+    check_instances,
+    check_lease,
+    check_owner,
+    check_request_id,
+    check_text,
+    configuration_error,
+    shorten,
+)
 from loanstate.store._dialects import READ_ONLY, UtcDateTime, for_claim, retrying
+from loanstate.store._operator import retry_selected, selected, skip_selected
 from loanstate.store._records import Claim, OutboxEntry, OutboxStatus, Outcome, ParkedLoan
-from loanstate.store._schema import loans, outbox
+from loanstate.store._schema import outbox
 
 __all__ = ["Outbox"]
 
@@ -80,7 +91,15 @@ def _claim_statement(dialect: str) -> sa.Select[Any]:
     )
     now = sa.bindparam("b_now", type_=_AT)
     stmt = (
-        sa.select(outbox.c.id, outbox.c.payload, outbox.c.sequence, outbox.c.attempts, outbox.c.first_failed_at)
+        sa.select(
+            outbox.c.id,
+            outbox.c.request_id,
+            outbox.c.loan_apply_no,
+            outbox.c.payload,
+            outbox.c.sequence,
+            outbox.c.attempts,
+            outbox.c.first_failed_at,
+        )
         .where(
             outbox.c.state == "pending",
             outbox.c.next_attempt_at <= now,
@@ -95,6 +114,44 @@ def _claim_statement(dialect: str) -> sa.Select[Any]:
 
 def _event(payload: str) -> LoanChangeEvent:
     return LoanChangeEvent.from_dict(json.loads(payload))
+
+
+def _read_claimed(row: Any) -> LoanChangeEvent | str:
+    """The event a claimed row holds, or why it cannot be sent (its loan is then parked with that reason)."""
+    try:
+        event = _event(row.payload)
+    except (ValueError, TypeError, RecursionError, LoanStateError) as exc:
+        # ValueError covers JSONDecodeError; a payload nested past the parser's depth is a RecursionError.
+        return f"unreadable outbox payload ({type(exc).__name__}: {shorten(str(exc))}); fix or skip the event"
+    if (event.request_id, event.loan_apply_no) != (row.request_id, row.loan_apply_no):
+        # Sending it would notify another change, or another loan, than the row says.
+        return (
+            f"outbox payload does not match its row (payload request_id {shorten(event.request_id)}, "
+            f"loan {shorten(event.loan_apply_no)}); fix or skip the event"
+        )
+    return event
+
+
+def _readable(row: Any) -> LoanChangeEvent:
+    """The event of an outbox row being listed; InvalidEvent naming the row when its payload is unreadable."""
+    event = _read_claimed(row)
+    if isinstance(event, str):
+        raise InvalidEvent({"payload": f"outbox row {row.request_id!r} of loan {row.loan_apply_no!r}: {event}"})
+    return event
+
+
+def _parking(reason: str, at: datetime) -> dict[str, Any]:
+    return {
+        "state": "parked",
+        "last_error": reason,
+        "first_failed_at": sa.func.coalesce(outbox.c.first_failed_at, at),
+        "lease_owner": None,
+        "lease_expires_at": None,
+    }
+
+
+def _config(setting: str, value: object) -> Callable[[str], Exception]:
+    return lambda problem: configuration_error(setting, value, problem)
 
 
 @attrs.define
@@ -122,7 +179,12 @@ class Outbox:
         return retrying(once)
 
     def claim(self, owner: str, *, limit: int, lease: timedelta) -> list[Claim]:
-        """Lease up to ``limit`` due events, each the head of its loan, oldest first."""
+        """Lease up to ``limit`` due events, each the head of its loan, oldest first.
+
+        A due event whose payload cannot be read back into an event (or names
+        another change than its row) is never returned: it is parked with the
+        reason, so its loan waits for an operator and every other loan goes on.
+        """
         return self.settle_and_claim((), owner, limit=limit, lease=lease)
 
     def settle_and_claim(
@@ -139,6 +201,11 @@ class Outbox:
         ``let_go`` are claims of ``owner`` it will not deliver (they waited too
         long): their leases are released first, so they can be claimed afresh.
         """
+        outcomes = check_instances("outcomes", outcomes, Outcome, error=_config("outcomes", outcomes))  # type: ignore[assignment]
+        let_go = check_instances("let_go", let_go, Claim, error=_config("let_go", let_go))  # type: ignore[assignment]
+        owner = check_owner(owner)
+        limit = check_count("limit", limit)
+        lease = check_lease(lease)
         if not outcomes and not let_go and limit <= 0:
             return []
 
@@ -155,19 +222,26 @@ class Outbox:
         if not rows:
             return []
         expires = now + lease
-        conn.execute(_LEASE, {"b_ids": [r.id for r in rows], "b_owner": owner, "b_expires": expires})
-        return [
-            Claim(
-                outbox_id=r.id,
-                event=_event(r.payload),
-                sequence=r.sequence,
-                attempts=r.attempts,
-                first_failed_at=r.first_failed_at,
-                lease_owner=owner,
-                lease_expires_at=expires,
+        claims: list[Claim] = []
+        for r in rows:
+            event = _read_claimed(r)
+            if isinstance(event, str):
+                conn.execute(sa.update(outbox).where(outbox.c.id == r.id).values(**_parking(event, now)))
+                continue
+            claims.append(
+                Claim(
+                    outbox_id=r.id,
+                    event=event,
+                    sequence=r.sequence,
+                    attempts=r.attempts,
+                    first_failed_at=r.first_failed_at,
+                    lease_owner=owner,
+                    lease_expires_at=expires,
+                )
             )
-            for r in rows
-        ]
+        if claims:
+            conn.execute(_LEASE, {"b_ids": [c.outbox_id for c in claims], "b_owner": owner, "b_expires": expires})
+        return claims
 
     def _let_go(self, conn: Connection, claims: Sequence[Claim]) -> None:
         # Only leases still ours: another worker may have taken an expired one over.
@@ -182,8 +256,9 @@ class Outbox:
         or a park only by the lease's owner, so a worker whose lease expired
         cannot undo the newer owner's work.
         """
-        if outcomes:
-            self._tx(lambda conn: self._settle(conn, outcomes))
+        checked: list[Outcome] = check_instances("outcomes", outcomes, Outcome, error=_config("outcomes", outcomes))  # type: ignore[assignment]
+        if checked:
+            self._tx(lambda conn: self._settle(conn, checked))
 
     def _settle(self, conn: Connection, outcomes: Sequence[Outcome]) -> None:
         row = outbox.c
@@ -219,6 +294,7 @@ class Outbox:
 
     def release(self, owner: str) -> int:
         """Give up every lease ``owner`` holds (a graceful stop, or a restart under the same name)."""
+        owner = check_owner(owner)
 
         def run(conn: Connection) -> int:
             result = conn.execute(
@@ -230,68 +306,37 @@ class Outbox:
 
         return self._tx(run)
 
-    def retry_loan(self, loan_apply_no: str) -> int:
-        """Un-park the loan's parked event, due now; returns 0 when nothing was parked.
+    def retry(self, *loan_apply_nos: str, all_parked: bool = False, error_contains: str | None = None) -> int:
+        """Return parked events to pending, due now; returns how many were parked and now are not.
 
-        A pending event of the loan waiting out a backoff is made due now as well
-        (the operator says the cause is fixed), without resetting its age.
+        The selection is the parked events of the named loans, or of every
+        loan with ``all_parked=True``, narrowed to those whose last error
+        contains ``error_contains`` (case-sensitive) when given; the search
+        text alone selects across every loan. Pending events of the selection
+        waiting out a backoff are made due now as well (the operator says the
+        cause is fixed), without resetting their age. An unknown loan number
+        raises :class:`~loanstate.UnknownLoan` and changes nothing; an empty
+        selection or a wrong-typed argument raises :class:`~loanstate.InvalidEvent`.
         """
+        names, search = selected(loan_apply_nos, all_parked, error_contains)
+        return self._tx(lambda conn: retry_selected(conn, names, search, self.clock()))
 
-        def run(conn: Connection) -> int:
-            if conn.scalar(sa.select(loans.c.version).where(loans.c.loan_apply_no == loan_apply_no)) is None:
-                raise UnknownLoan(loan_apply_no)
-            now = self.clock()
-            conn.execute(
-                sa.update(outbox)
-                .where(
-                    outbox.c.loan_apply_no == loan_apply_no,
-                    outbox.c.state == "pending",
-                    outbox.c.next_attempt_at > now,
-                )
-                .values(next_attempt_at=now)
-            )
-            result = conn.execute(
-                sa.update(outbox)
-                .where(outbox.c.loan_apply_no == loan_apply_no, outbox.c.state == "parked")
-                .values(state="pending", next_attempt_at=now, first_failed_at=None)
-            )
-            return int(result.rowcount)
+    def skip(self, *request_ids: str) -> dict[str, str]:
+        """Mark parked or pending events as skipped (never sent), all of them or none.
 
-        return self._tx(run)
-
-    def skip(self, request_id: str) -> LoanChangeEvent:
-        """Mark a parked or pending event as skipped (never sent); idempotent for an already skipped one.
-
-        An event a worker is sending right now (its lease has not expired) is
-        refused: it may reach the platform whatever we record, and its loan's
-        next event must not overtake it.
+        Returns the events skipped by this call, request_id -> loan_apply_no
+        (one already skipped is accepted and not counted again). Refused with
+        :class:`~loanstate.InvalidEvent`, changing nothing, when a request_id
+        is malformed or unknown, its event was delivered, or a worker is
+        sending it right now (its lease has not expired: it may reach the
+        platform whatever we record, and its loan's next event must not
+        overtake it). A payload that cannot be read can be skipped like any other.
         """
+        wanted = sorted({check_request_id(r) for r in request_ids})
+        if not wanted:
+            raise InvalidEvent({"request_id": "nothing selected: give at least one request_id"})
 
-        def run(conn: Connection) -> LoanChangeEvent:
-            row = conn.execute(
-                sa.select(
-                    outbox.c.id, outbox.c.state, outbox.c.payload, outbox.c.lease_owner, outbox.c.lease_expires_at
-                ).where(outbox.c.request_id == request_id)
-            ).first()
-            if row is None:
-                raise InvalidEvent({"request_id": f"no event with request_id {request_id!r} in the outbox"})
-            if row.state == "delivered":
-                raise InvalidEvent({"request_id": f"event {request_id!r} was already delivered; nothing to skip"})
-            if row.state == "pending" and row.lease_expires_at is not None and row.lease_expires_at > self.clock():
-                raise InvalidEvent(
-                    {
-                        "request_id": f"event {request_id!r} is being delivered by {row.lease_owner!r} (lease until "
-                        f"{row.lease_expires_at.isoformat()}); skip it once it is parked or its lease has expired"
-                    }
-                )
-            conn.execute(
-                sa.update(outbox)
-                .where(outbox.c.id == row.id)
-                .values(state="skipped", lease_owner=None, lease_expires_at=None)
-            )
-            return _event(row.payload)
-
-        return self._tx(run)
+        return self._tx(lambda conn: skip_selected(conn, wanted, self.clock()))
 
     def status(self) -> OutboxStatus:
         """A snapshot of the outbox: counts, lag of the oldest pending event, parked loans."""
@@ -340,7 +385,12 @@ class Outbox:
         return self._tx(run, read_only=True)
 
     def entries(self, loan_apply_no: str | None = None) -> list[OutboxEntry]:
-        """Outbox rows of one loan by sequence, or all of them oldest first."""
+        """Outbox rows of one loan by sequence, or all of them oldest first.
+
+        A row whose payload cannot be read raises :class:`~loanstate.InvalidEvent` naming it.
+        """
+        if loan_apply_no is not None:
+            loan_apply_no = check_text("loan_apply_no", loan_apply_no)
 
         def run(conn: Connection) -> list[OutboxEntry]:
             stmt = sa.select(outbox)
@@ -350,7 +400,7 @@ class Outbox:
                 stmt = stmt.order_by(outbox.c.id)
             return [
                 OutboxEntry(
-                    event=_event(r.payload),
+                    event=_readable(r),
                     sequence=r.sequence,
                     state=r.state,
                     attempts=r.attempts,

@@ -16,10 +16,12 @@ import sqlalchemy as sa
 
 from loanstate.store._dialects import TABLE_OPTIONS, BigId, Key, UtcDateTime
 
-__all__ = ["SCHEMA_VERSION", "history", "loans", "meta", "metadata", "outbox"]
+__all__ = ["SCHEMA_VERSION", "history", "loans", "meta", "metadata", "outbox", "pauses"]
 
-#: Bump on every change to the tables below, with a migration from the previous one.
-SCHEMA_VERSION: Final = 1
+#: Bump on every change to the tables below, with a migration from the previous one
+#: (loanstate/store/_migrate.py). 2: ``outbox.skipped_at`` and the index that keeps
+#: pruning delivered rows fast on a large table; ``loanstate_pauses``.
+SCHEMA_VERSION: Final = 2
 
 # Every text field of an event is at most 64 characters (see loanstate._events).
 _TEXT: Final = 64
@@ -85,7 +87,26 @@ outbox: Final = sa.Table(
     sa.Column("trace_id", Key(128)),
     sa.Column("created_at", UtcDateTime, nullable=False),
     sa.Column("delivered_at", UtcDateTime),
+    # When an operator set the event aside; with delivered_at, what retention counts from.
+    sa.Column("skipped_at", UtcDateTime),
     sa.UniqueConstraint("loan_apply_no", "sequence", name="uq_loanstate_outbox_loan_sequence"),
+    # The claim's index: the due pending rows, found without reading the delivered ones.
     sa.Index("ix_loanstate_outbox_due", "state", "next_attempt_at"),
+    # Retention's index: the oldest delivered rows first, in batches.
+    sa.Index("ix_loanstate_outbox_delivered", "state", "delivered_at"),
+    **TABLE_OPTIONS,
+)
+
+# A dispatcher's pause on a systemic failure, so a console in another process can show it:
+# one row per paused worker, deleted when it resumes (see loanstate/store/_pauses.py).
+pauses: Final = sa.Table(
+    "loanstate_pauses",
+    metadata,
+    sa.Column("worker_id", Key(128), primary_key=True),
+    sa.Column("cause", Key(64), nullable=False),
+    sa.Column("remedy", sa.Text, nullable=False),
+    sa.Column("message", sa.Text, nullable=False),
+    sa.Column("since", UtcDateTime, nullable=False),
+    sa.Column("reported_at", UtcDateTime, nullable=False),
     **TABLE_OPTIONS,
 )

@@ -19,6 +19,7 @@ from loanstate.top._outcome import (
     OutcomePolicy,
     classify,
     classify_response,
+    systemic_failure,
     transport_failure,
 )
 from loanstate.top._request import (
@@ -30,9 +31,11 @@ from loanstate.top._request import (
     build_request,
     encode_form,
     partner_id,
+    redact,
 )
-from loanstate.top._response import UNREADABLE, TopResponse, parse_response
-from loanstate.top._sign import SIGN_METHODS, SignMethod, sendable, sign, signing_string, verify
+from loanstate.top._response import MAX_REPLY_BYTES, TOO_LARGE, UNREADABLE, TopResponse, decode_body, parse_response
+from loanstate.top._sign import SIGN_METHODS, Secret, SignMethod, sendable, sign, signing_string, verify
+from loanstate.top._table import REMEDIES, SYSTEMIC_CODES, TABLE, Row
 
 __all__ = [
     "API_METHOD",
@@ -40,25 +43,35 @@ __all__ = [
     "CONTENT_TYPE",
     "DEFAULT_POLICY",
     "FORMATS",
+    "MAX_REPLY_BYTES",
     "PERMANENT_PLATFORM_CODES",
+    "REMEDIES",
     "SIGN_METHODS",
+    "SYSTEMIC_CODES",
+    "TABLE",
+    "TOO_LARGE",
     "TRANSIENT_PLATFORM_CODES",
     "UNREADABLE",
     "Outcome",
     "OutcomeKind",
     "OutcomePolicy",
+    "Row",
+    "Secret",
     "SignMethod",
     "TopRequest",
     "TopResponse",
     "build_request",
     "classify",
     "classify_response",
+    "decode_body",
     "encode_form",
     "parse_response",
     "partner_id",
+    "redact",
     "sendable",
     "sign",
     "signing_string",
+    "systemic_failure",
     "transport_failure",
     "verify",
 ]

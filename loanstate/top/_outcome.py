@@ -1,30 +1,11 @@
-"""One classification of every delivery outcome: success, transient or permanent.
+"""One classification of every delivery outcome: success, transient, systemic or permanent.
 
-The table (also in the docs, "Deliver to Alibaba"):
-
-========================================================  ============  ==========================
-what happened                                             outcome       suggested wait
-========================================================  ============  ==========================
-``result.success`` true (or ``response_code`` SUCCESS)    success
-business code in ``OutcomePolicy.already_done``           success       (``already_done`` is set)
-business code in ``OutcomePolicy.retryable``              transient
-``result.success`` false, any other code                  permanent
-HTTP 5xx, HTTP 429                                        transient     ``Retry-After`` header
-timeout, connection refused/reset/dropped                 transient
-unreadable body                                           transient
-platform code 7 (app call limited)                        transient     "ban will last N seconds",
-                                                                        else ``rate_limit_wait``
-platform codes 4, 5, 6, 8 (other call limits)             transient     as for 7
-platform code 10 (service unavailable)                    transient     ``unavailable_wait``
-platform codes 24-31, 40, 41, 43                          permanent
-``sub_code`` ``isp.*``                                    transient
-``sub_code`` ``isv.*``                                    permanent
-other HTTP 1xx, 3xx, 4xx; any other error                 permanent
-========================================================  ============  ==========================
-
-Codes in the policy's sets are matched against the business ``response_code``
-and the error ``sub_code`` and take precedence over the rest of the table.
-Pure functions; notifiers, the dispatcher and the docs all use this one table.
+:data:`TABLE` is the table, row by row, with the source of each row; the docs
+("Deliver to Alibaba") show it and a test checks one case per row. Rows are
+tried top to bottom; codes in the :class:`OutcomePolicy` match the business
+``response_code`` and the error ``sub_code`` and take precedence over the
+platform rows. Pure functions; notifiers, the dispatcher and the docs all use
+this one table.
 """
 
 from __future__ import annotations
@@ -38,36 +19,56 @@ from typing import Any, Final
 
 import attrs
 
-from loanstate._errors import DeliveryError, InvalidConfiguration, PermanentDeliveryError, TransientDeliveryError
+from loanstate._errors import (
+    DeliveryError,
+    InvalidConfiguration,
+    PermanentDeliveryError,
+    SystemicDeliveryError,
+    TransientDeliveryError,
+)
 from loanstate._events import Receipt
+from loanstate.top._request import API_METHOD, redact
 from loanstate.top._response import UNREADABLE, TopResponse, parse_response
+from loanstate.top._table import REMEDIES, SYSTEMIC_CODES, TABLE, Row
 
 __all__ = [
     "DEFAULT_POLICY",
     "PERMANENT_PLATFORM_CODES",
+    "REMEDIES",
+    "SYSTEMIC_CODES",
+    "TABLE",
     "TRANSIENT_PLATFORM_CODES",
     "Outcome",
     "OutcomeKind",
     "OutcomePolicy",
+    "Row",
     "classify",
     "classify_response",
+    "systemic_failure",
     "transport_failure",
 ]
 
 #: Platform codes that mean "later": call limits (4-8) and service unavailable (10).
 TRANSIENT_PLATFORM_CODES: Final = frozenset({"4", "5", "6", "7", "8", "10"})
-#: Platform codes that mean "this request is wrong": signature, session, app key,
-#: timestamp (24-31) and argument errors (40, 41, 43).
-PERMANENT_PLATFORM_CODES: Final = frozenset({*(str(c) for c in range(24, 32)), "40", "41", "43"})
+#: Platform codes that mean "this request is wrong" (missing signature, session,
+#: app key or timestamp; argument errors): 24, 26-28, 30, 40, 41, 43.
+PERMANENT_PLATFORM_CODES: Final = frozenset({"24", "26", "27", "28", "30", "40", "41", "43"})
 _CALL_LIMITS: Final = frozenset({"4", "5", "6", "7", "8"})
-_BAN_SECONDS: Final = re.compile(r"(\d+(?:\.\d+)?)\s*more\s*second", re.IGNORECASE)
+_BAN_SECONDS: Final = re.compile(r"(\d+(?:\.\d+)?)\s*more\s*second", re.IGNORECASE | re.ASCII)
+_WRAPPER: Final = API_METHOD.replace(".", "_") + "_response"
 
 
 class OutcomeKind(enum.Enum):
-    """The three things a delivery attempt can come to."""
+    """The four things a delivery attempt can come to.
+
+    ``SYSTEMIC`` is a transient failure that says nothing about the event and
+    everything about the setup (a wrong secret, a clock off): every event
+    would fail alike, so a dispatcher pauses instead of parking.
+    """
 
     SUCCESS = "success"
     TRANSIENT = "transient"
+    SYSTEMIC = "systemic"
     PERMANENT = "permanent"
 
 
@@ -131,6 +132,8 @@ class Outcome:
     gateway_request_id: str | None = None
     retry_after: float | None = None
     already_done: bool = False
+    cause: str | None = None
+    remedy: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -148,10 +151,17 @@ class Outcome:
         )
 
     def error(self, request_id: str | None) -> DeliveryError:
-        """The error to raise for a failed outcome (transient or permanent)."""
-        cls = TransientDeliveryError if self.kind is OutcomeKind.TRANSIENT else PermanentDeliveryError
+        """The error to raise for a failed outcome: transient, systemic (with cause and remedy) or permanent."""
+        details: dict[str, Any] = {}
+        cls: type[DeliveryError] = PermanentDeliveryError
+        if self.kind is OutcomeKind.TRANSIENT:
+            cls = TransientDeliveryError
+        elif self.kind is OutcomeKind.SYSTEMIC:
+            cls = SystemicDeliveryError
+            details = {"cause": self.cause or "unknown", "remedy": self.remedy or "check the notifier's settings"}
         return cls(
             self.reason,
+            **details,
             request_id=request_id,
             trace_id=self.trace_id,
             code=self.code,
@@ -187,10 +197,13 @@ def _said(response: TopResponse) -> str:
 
 
 def classify_response(
-    response: TopResponse, *, policy: OutcomePolicy = DEFAULT_POLICY, http_status: int = 200
+    response: TopResponse, *, policy: OutcomePolicy = DEFAULT_POLICY, http_status: int = 200, simplify: bool = False
 ) -> Outcome:
-    """Classify a parsed reply (see the module's table)."""
-    fields = {
+    """Classify a parsed reply (see :data:`TABLE`).
+
+    ``simplify``: whether the request asked for the reply without its wrapper.
+    """
+    fields: dict[str, Any] = {
         "http_status": http_status,
         "code": response.code,
         "message": response.message,
@@ -202,40 +215,53 @@ def classify_response(
         "gateway_request_id": response.gateway_request_id,
     }
     if response.kind == "result":
-        code = response.response_code
-        succeeded = response.success if response.success is not None else (code or "").upper() == "SUCCESS"
-        if succeeded:
-            return Outcome(OutcomeKind.SUCCESS, "accepted", **fields)  # type: ignore[arg-type]
-        said = f"business failure {code!r}" + (f" {response.response_message!r}" if response.response_message else "")
-        if code in policy.already_done:
-            return Outcome(OutcomeKind.SUCCESS, f"already done: {said}", already_done=True, **fields)  # type: ignore[arg-type]
-        if code in policy.retryable:
-            return Outcome(OutcomeKind.TRANSIENT, f"retryable {said}", **fields)  # type: ignore[arg-type]
-        return Outcome(OutcomeKind.PERMANENT, said, **fields)  # type: ignore[arg-type]
+        return _classify_result(response, policy, fields, simplify)
+    return _classify_error(response, policy, fields)
+
+
+def _classify_result(response: TopResponse, policy: OutcomePolicy, fields: dict[str, Any], simplify: bool) -> Outcome:
+    code = response.response_code
+    # Only the shape asked for confirms a delivery: a bare {"result": ...} when
+    # the wrapper was asked for (say, from a host a redirect led to) is unknown.
+    if response.wrapper != _WRAPPER and not (simplify and response.wrapper is None):
+        shape = response.wrapper or "no wrapper"
+        return Outcome(OutcomeKind.TRANSIENT, f"unknown reply shape ({shape}): not a confirmation", **fields)
+    succeeded = response.success if response.success is not None else (code or "").upper() == "SUCCESS"
+    if succeeded:
+        return Outcome(OutcomeKind.SUCCESS, "accepted", **fields)
+    said = f"business failure {code!r}" + (f" {response.response_message!r}" if response.response_message else "")
+    if code in policy.already_done:
+        return Outcome(OutcomeKind.SUCCESS, f"already done: {said}", already_done=True, **fields)
+    if code in policy.retryable:
+        return Outcome(OutcomeKind.TRANSIENT, f"retryable {said}", **fields)
+    return Outcome(OutcomeKind.PERMANENT, said, **fields)
+
+
+def _classify_error(response: TopResponse, policy: OutcomePolicy, fields: dict[str, Any]) -> Outcome:
     said = _said(response)
     sub = response.sub_code or ""
     code = response.code or ""
     if sub in policy.already_done:
-        return Outcome(OutcomeKind.SUCCESS, f"already done: {said}", already_done=True, **fields)  # type: ignore[arg-type]
+        return Outcome(OutcomeKind.SUCCESS, f"already done: {said}", already_done=True, **fields)
     if sub in policy.retryable:
-        return Outcome(OutcomeKind.TRANSIENT, f"retryable platform error: {said}", **fields)  # type: ignore[arg-type]
+        return Outcome(OutcomeKind.TRANSIENT, f"retryable platform error: {said}", **fields)
     if code in _CALL_LIMITS:
         wait = _ban_wait(response, policy)
-        return Outcome(OutcomeKind.TRANSIENT, f"call limit: {said}", retry_after=wait, **fields)  # type: ignore[arg-type]
-    if code in TRANSIENT_PLATFORM_CODES:
+        return Outcome(OutcomeKind.TRANSIENT, f"call limit: {said}", retry_after=wait, **fields)
+    if sub.startswith("isp."):  # the platform's fault, whatever the code says
+        return Outcome(OutcomeKind.TRANSIENT, f"platform-side error: {said}", **fields)
+    if code == "10":
         return Outcome(
-            OutcomeKind.TRANSIENT,
-            f"platform unavailable: {said}",
-            retry_after=policy.unavailable_wait,
-            **fields,  # type: ignore[arg-type]
+            OutcomeKind.TRANSIENT, f"platform unavailable: {said}", retry_after=policy.unavailable_wait, **fields
         )
+    if code in SYSTEMIC_CODES:
+        cause, remedy = SYSTEMIC_CODES[code], REMEDIES[SYSTEMIC_CODES[code]]
+        return Outcome(OutcomeKind.SYSTEMIC, f"{remedy} ({said})", cause=cause, remedy=remedy, **fields)
     if code in PERMANENT_PLATFORM_CODES:
-        return Outcome(OutcomeKind.PERMANENT, f"request refused: {said}", **fields)  # type: ignore[arg-type]
-    if sub.startswith("isp."):
-        return Outcome(OutcomeKind.TRANSIENT, f"platform-side error: {said}", **fields)  # type: ignore[arg-type]
+        return Outcome(OutcomeKind.PERMANENT, f"request refused: {said}", **fields)
     if sub.startswith("isv."):
-        return Outcome(OutcomeKind.PERMANENT, f"request rejected: {said}", **fields)  # type: ignore[arg-type]
-    return Outcome(OutcomeKind.PERMANENT, f"platform error: {said}", **fields)  # type: ignore[arg-type]
+        return Outcome(OutcomeKind.PERMANENT, f"request rejected: {said}", **fields)
+    return Outcome(OutcomeKind.PERMANENT, f"platform error: {said}", **fields)
 
 
 def _header_wait(value: str | None) -> float | None:
@@ -255,26 +281,42 @@ def classify(
     *,
     content_type: str | None = None,
     retry_after: str | None = None,
+    location: str | None = None,
     policy: OutcomePolicy = DEFAULT_POLICY,
+    simplify: bool = False,
 ) -> Outcome:
-    """Classify an HTTP reply: its status, body, ``Content-Type`` and ``Retry-After`` header.
+    """Classify an HTTP reply: its status, body and ``Content-Type``, ``Retry-After`` and ``Location`` headers.
 
-    Never raises: an unreadable body is a transient outcome.
+    ``simplify``: whether the request asked for the reply without its
+    wrapper. Never raises: an unreadable body is a transient outcome.
     """
+    if http_status in (401, 403):
+        cause = "http_auth"
+        reason = f"HTTP {http_status} from the gateway: {REMEDIES[cause]}"
+        return Outcome(OutcomeKind.SYSTEMIC, reason, http_status, cause=cause, remedy=REMEDIES[cause])
     if http_status == 429 or http_status >= 500:
         wait = _header_wait(retry_after)
         if wait is None and http_status == 429:
             wait = policy.rate_limit_wait
         return Outcome(OutcomeKind.TRANSIENT, f"HTTP {http_status} from the gateway", http_status, retry_after=wait)
-    if not 200 <= http_status < 300:  # 1xx, 3xx (redirects are not followed: a wrong URL), 4xx
+    if 300 <= http_status < 400:  # never followed: the signed request goes to the configured host only
+        where = repr(redact(location)[:200]) if location else "no Location"
+        return Outcome(OutcomeKind.TRANSIENT, f"HTTP {http_status} redirect to {where} not followed", http_status)
+    if not (200 <= http_status < 300 or http_status == 400):  # 1xx, other 4xx: the URL is wrong
         return Outcome(OutcomeKind.PERMANENT, f"HTTP {http_status} from the gateway", http_status)
     try:
         response = parse_response(body, content_type=content_type)
     except TransientDeliveryError as exc:
-        return Outcome(OutcomeKind.TRANSIENT, exc.message, http_status, code=UNREADABLE)
-    return classify_response(response, policy=policy, http_status=http_status)
+        return Outcome(OutcomeKind.TRANSIENT, exc.message, http_status, code=exc.code or UNREADABLE)
+    return classify_response(response, policy=policy, http_status=http_status, simplify=simplify)
 
 
 def transport_failure(reason: str) -> Outcome:
-    """The outcome of a request that got no reply: timeout, refused, reset, dropped (transient)."""
+    """The outcome of a request that got no reply: timeout, reset, dropped (transient)."""
     return Outcome(OutcomeKind.TRANSIENT, reason)
+
+
+def systemic_failure(cause: str, reason: str) -> Outcome:
+    """The outcome of a failure that would hit every event alike (``cause`` a key of :data:`REMEDIES`)."""
+    remedy = REMEDIES[cause]
+    return Outcome(OutcomeKind.SYSTEMIC, f"{remedy} ({reason})", cause=cause, remedy=remedy)

@@ -1,10 +1,9 @@
 """Encoding one change event as a signed open-platform request (pure: the time is passed in).
 
-System parameters go in the query string, the business parameter in the
-form-encoded body, as the platform's Java SDK sends them. One deliberate
-difference: ``sign`` travels in the body too, so no URL (which HTTP libraries
-and proxies log) ever carries a signature; the gateway reads parameters from
-both places alike.
+Every system parameter, ``sign`` included, goes in the URL query string and
+the business parameter in the form-encoded body, exactly as the platform's
+Java, Python and PHP SDKs send them. A URL therefore carries a signature:
+:func:`redact` masks it wherever a URL is shown (reprs, log records).
 """
 
 from __future__ import annotations
@@ -19,7 +18,7 @@ import attrs
 
 from loanstate._errors import InvalidConfiguration
 from loanstate._events import LoanChangeEvent, format_top_time
-from loanstate.top._sign import SIGN_METHODS, sendable, sign
+from loanstate.top._sign import SIGN_METHODS, Secret, sendable, sign
 
 __all__ = [
     "API_METHOD",
@@ -30,6 +29,7 @@ __all__ = [
     "build_request",
     "encode_form",
     "partner_id",
+    "redact",
 ]
 
 #: The API every change notification calls.
@@ -51,6 +51,14 @@ def partner_id() -> str:
         return f"loanstate-{version('loanstate')}"
     except PackageNotFoundError:  # pragma: no cover - running from a bare checkout
         return "loanstate"
+
+
+_SIGN_IN_QUERY: Final = re.compile(r"(?<![A-Za-z0-9_.~%-])sign=[^&\s\"'#]*")
+
+
+def redact(text: str) -> str:
+    """``text`` with every ``sign=...`` query parameter masked as ``sign=<hidden>``."""
+    return _SIGN_IN_QUERY.sub("sign=<hidden>", text) if "sign=" in text else text
 
 
 _UNRESERVED: Final = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-~")
@@ -88,8 +96,9 @@ def encode_form(params: Mapping[str, str]) -> str:
 class TopRequest:
     """One signed request, ready to POST: ``query`` goes in the URL, ``form`` in the body.
 
-    ``request_id`` is the event's idempotency key. The repr never shows the
-    signature.
+    ``query`` holds every system parameter and ``sign``; ``form`` the business
+    parameter. ``request_id`` is the event's idempotency key. The repr never
+    shows the signature.
     """
 
     query: Mapping[str, str]
@@ -97,11 +106,11 @@ class TopRequest:
     request_id: str
 
     def query_string(self) -> str:
-        """The URL query string (no leading ``?``); it never holds the signature."""
+        """The URL query string (no leading ``?``): the system parameters and ``sign``."""
         return encode_form(self.query)
 
     def body(self) -> bytes:
-        """The form-encoded body: the business parameter and the signature."""
+        """The form-encoded body: the business parameter."""
         return encode_form(self.form).encode("ascii")
 
     def params(self) -> dict[str, str]:
@@ -117,7 +126,7 @@ def build_request(
     event: LoanChangeEvent,
     *,
     app_key: str,
-    app_secret: str,
+    app_secret: str | Secret,
     now: datetime,
     sign_method: str = "hmac-sha256",
     format: str = "json",
@@ -157,5 +166,5 @@ def build_request(
         query["target_app_key"] = target_app_key
     query = {k: v for k, v in query.items() if sendable(k, v)}
     business = event.to_top_param()
-    signature = sign({**query, BUSINESS_PARAM: business}, app_secret, sign_method)
-    return TopRequest(query=query, form={BUSINESS_PARAM: business, "sign": signature}, request_id=event.request_id)
+    query["sign"] = sign({**query, BUSINESS_PARAM: business}, app_secret, sign_method)
+    return TopRequest(query=query, form={BUSINESS_PARAM: business}, request_id=event.request_id)

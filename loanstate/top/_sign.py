@@ -14,15 +14,60 @@ import functools
 import hashlib
 import hmac
 from collections.abc import Mapping
-from typing import Final, Literal
+from typing import Any, Final, Literal, final
 
 from loanstate._errors import InvalidConfiguration
 
-__all__ = ["SIGN_METHODS", "SignMethod", "sendable", "sign", "signing_string", "verify"]
+__all__ = ["SIGN_METHODS", "Secret", "SignMethod", "sendable", "sign", "signing_string", "verify"]
 
 SignMethod = Literal["md5", "hmac", "hmac-sha256"]
 #: The sign methods the platform accepts, by their ``sign_method`` value.
 SIGN_METHODS: Final[frozenset[str]] = frozenset({"md5", "hmac", "hmac-sha256"})
+
+
+@final
+class Secret:
+    """An app secret that never renders: ``repr``/``str`` show ``Secret('***')``.
+
+    Hold credentials in one so that tracebacks rendered with locals,
+    debuggers and loggers never show them; :func:`sign` unwraps it at the
+    signing call only. Equal to another :class:`Secret` with the same text
+    (compared in constant time); not picklable, so it never lands on disk by
+    accident. Raises :class:`~loanstate.InvalidConfiguration` for a value that
+    is not non-blank text UTF-8 can encode (without showing it).
+    """
+
+    __slots__ = ("_key",)
+
+    def __init__(self, value: str | Secret, *, setting: str = "app_secret") -> None:
+        if isinstance(value, Secret):
+            self._key: bytes = value._key
+            return
+        if not isinstance(value, str) or not value.strip():
+            raise InvalidConfiguration(setting, "<hidden>", "must be a non-blank string")
+        try:
+            self._key = value.encode("utf-8")
+        except UnicodeEncodeError:
+            # Not chained: a UnicodeEncodeError holds the whole secret in its .object.
+            raise InvalidConfiguration(setting, "<hidden>", "must be text that UTF-8 can encode") from None
+
+    def reveal(self) -> str:
+        """The secret's text: call it only where the secret is used, never to show it."""
+        return self._key.decode("utf-8")
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and hmac.compare_digest(self._key, other._key)
+
+    def __hash__(self) -> int:
+        return hash(Secret)
+
+    def __reduce__(self) -> str | tuple[Any, ...]:
+        raise TypeError("a Secret is not picklable")
 
 
 def sendable(key: str, value: str) -> bool:
@@ -61,7 +106,9 @@ def _digest(data: bytes, key: bytes, sign_method: str) -> str:
     return raw.hex().upper()
 
 
-def _secret_bytes(secret: str) -> bytes:
+def _secret_bytes(secret: str | Secret) -> bytes:
+    if isinstance(secret, Secret):
+        return secret._key  # the signing call is the one place a secret is unwrapped
     try:
         return secret.encode("utf-8")
     except (UnicodeEncodeError, AttributeError):
@@ -69,7 +116,7 @@ def _secret_bytes(secret: str) -> bytes:
         raise InvalidConfiguration("secret", "<hidden>", "must be text that UTF-8 can encode") from None
 
 
-def sign(params: Mapping[str, str], secret: str, sign_method: str) -> str:
+def sign(params: Mapping[str, str], secret: str | Secret, sign_method: str) -> str:
     """The ``sign`` value for ``params``: upper-case hex, as the gateway expects.
 
     ``params`` holds every system and business parameter as text; a ``sign``
@@ -81,16 +128,18 @@ def sign(params: Mapping[str, str], secret: str, sign_method: str) -> str:
     return _digest(signing_string(params), _secret_bytes(secret), sign_method)
 
 
-def verify(params: Mapping[str, str], secret: str) -> bool:
+def verify(params: Mapping[str, str], secret: str | Secret, *, exact: bool = False) -> bool:
     """Whether ``params["sign"]`` is the signature of the other parameters under ``secret``.
 
     The method is ``params["sign_method"]`` (``md5`` when absent, as on the
     platform); an unknown method, a missing or wrong signature give ``False``.
-    The comparison ignores the signature's letter case and takes constant time.
+    The comparison takes constant time and ignores the signature's letter
+    case, unless ``exact`` (as the platform compares: upper-case hex only).
     """
     given = params.get("sign")
     method = params.get("sign_method") or "md5"
     if not given or method not in SIGN_METHODS:
         return False
     expected = _digest(signing_string(params), _secret_bytes(secret), method)
-    return hmac.compare_digest(expected, given.upper().encode("ascii", "replace").decode("ascii"))
+    shown = given if exact else given.upper()
+    return hmac.compare_digest(expected.encode("ascii"), shown.encode("utf-8", "replace"))
