@@ -1,388 +1,352 @@
-"""The durable path: SqlStore.transition against a raw sqlite3 floor, and Dispatcher delivery rates.
+"""The durable path: SqlStore.transition against a raw driver doing the same reads and writes.
 
-1. Durable ``transition`` on SQLite (WAL, synchronous=FULL, as the store sets
-   it), one change per transaction and 1000 per transaction, against a floor:
-   raw ``sqlite3`` doing the same three writes (status update, history insert,
-   outbox insert) into the same tables with the same settings. Target: at
-   least 0.5x the floor's throughput.
-2. Delivery through the Dispatcher (SQLite outbox, TopNotifier over loopback
-   HTTP) to a FakeTopGateway answering after 50 ms, concurrency 32, over at
-   least 1000 loans, against the physical limit 32 / 0.050 s = 640 events/s.
-   Target: at least 80%. CPU seconds per 1000 events are reported beside a
-   bare HTTP client (httpx2 in 32 threads posting the same signed requests,
-   no outbox). The gateway runs in its own process, so its CPU is not counted.
-3. On PostgreSQL, 4 dispatcher processes against 1, same setup (each an
-   AsyncDispatcher on AsyncTopNotifier, the lighter path). Target: 3x.
+Durable ``transition`` (one change per transaction) and ``transition_many``
+(1000 per transaction) on SQLite (WAL, ``synchronous=FULL``, as the store
+sets it) and on PostgreSQL (the server's default durability,
+``synchronous_commit=on``), against a floor: the raw driver (``sqlite3`` /
+``psycopg``) doing the same work in the same tables with the same durability,
+one transaction each as ours: read the loan's status, version and identity;
+compare-and-set its status on the version (and check that it took); insert
+the history row; insert the outbox row with the event's JSON payload; commit.
+In a batch the floor reads all loans in one query and writes with
+``executemany``. Target: at least 0.5x the floor's changes per second.
+
+Only the changes are timed: each round opens its loans on a fresh database
+(SQLite: a new file; PostgreSQL: new loans in the run's database) before the
+clock starts, on both sides alike. After every round both sides' tables are
+counted: as many history and outbox rows as changes, every loan at its last
+version.
 """
 
 from __future__ import annotations
 
-import argparse
-import asyncio
-import os
+import itertools
+import json
 import sqlite3
-import subprocess
-import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
-import httpx2
+import sqlalchemy as sa
 
-from benchmarks._harness import Row, print_table, rate
-from loanstate import AsyncDispatcher, AsyncTopNotifier, Dispatcher, SqlStore, default_machine
-from loanstate.notifiers import TopNotifier
-from loanstate.store import Change
-from loanstate.top import build_request
+from benchmarks._checks import check, passed
+from benchmarks._harness import Row, interleave
+from loanstate import SqlStore
+from loanstate.store import Change, LoanRecord
+from loanstate.testing._databases import Server, find_server
 
 AT = datetime(2024, 1, 1, tzinfo=UTC)
-ROOT = Path(__file__).resolve().parent.parent
-LATENCY = 0.050
-CONCURRENCY = 32
-KEY, SECRET = "test-app-key", "test-app-secret"
+WALK = ("OVERDUE", "NEW")  # each step moves every loan of the batch along this cycle
+
+_SELECT = "SELECT status, version, customer_id, institution_loan_no FROM loanstate_loans WHERE loan_apply_no = ?"
+_CAS = "UPDATE loanstate_loans SET status = ?, version = ?, updated_at = ? WHERE loan_apply_no = ? AND version = ?"
+_HISTORY = (
+    "INSERT INTO loanstate_history (loan_apply_no, sequence, before_status, after_status, change_time,"
+    " utc_offset_seconds, request_id, customer_id, institution_loan_no, recorded_at)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_OUTBOX = (
+    "INSERT INTO loanstate_outbox (request_id, loan_apply_no, sequence, payload, state, attempts,"
+    " next_attempt_at, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+)
 
 
-# -- 1. transition vs the raw sqlite3 floor -------------------------------------
+def open_book(store: SqlStore, loan_apply_nos: Iterable[str], at: datetime) -> None:
+    """Open every loan at the initial status in batches (benchmark set-up, outside any timing)."""
+    report = store.open_loans(LoanRecord(name, store.machine.initial, at) for name in loan_apply_nos)
+    if report.conflicts or report.invalid:
+        raise RuntimeError(f"set-up failed: {report}")
 
 
-def _fresh_store(directory: Path, loans: int) -> SqlStore:
-    store = SqlStore(f"sqlite:///{directory / f'{uuid.uuid4().hex}.db'}")
-    store.create_schema()
-    for n in range(loans):
-        store.open_loan(f"FI{n:06d}", at=AT)
-    return store
+# -- the floor: one code path, two drivers --------------------------------------
 
 
-def _floor_connection(path: str) -> sqlite3.Connection:
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=FULL")
-    return conn
+class _Raw:
+    """The raw driver's statements in its own parameter style, and how it stores a time."""
+
+    def __init__(self, conn: Any, dialect: str) -> None:
+        self.conn = conn
+        self.dialect = dialect
+        mark = "?" if dialect == "sqlite" else "%s"
+        self.select_one, self.cas, self.history, self.outbox = (
+            s.replace("?", mark) for s in (_SELECT, _CAS, _HISTORY, _OUTBOX)
+        )
+
+    def read_many(self, cur: Any, loans: list[str]) -> dict[str, tuple[Any, ...]]:
+        """Every loan's status, version and identity in one query."""
+        columns = "SELECT loan_apply_no, status, version, customer_id, institution_loan_no FROM loanstate_loans"
+        if self.dialect == "sqlite":
+            cur.execute(f"{columns} WHERE loan_apply_no IN ({','.join('?' * len(loans))})", loans)
+        else:
+            cur.execute(f"{columns} WHERE loan_apply_no = ANY(%s)", (loans,))
+        return {row[0]: row[1:] for row in cur.fetchall()}
+
+    def when(self, at: datetime) -> object:
+        """A UTC time as the column stores it (SQLite: the text SQLAlchemy writes; PostgreSQL: naive UTC)."""
+        naive = at.astimezone(UTC).replace(tzinfo=None)
+        return naive.isoformat(" ", "microseconds") if self.dialect == "sqlite" else naive
+
+    def begin(self) -> None:
+        if self.dialect == "sqlite":
+            self.conn.execute("BEGIN IMMEDIATE")  # as the store: the write lock from the start
+
+    def commit(self) -> None:
+        if self.dialect == "sqlite":
+            self.conn.execute("COMMIT")
+        else:
+            self.conn.commit()
 
 
-def _floor_writes(conn: sqlite3.Connection, loan: str, version: int, now: str) -> None:
-    conn.execute(
-        "UPDATE loanstate_loans SET status=?, version=?, updated_at=? WHERE loan_apply_no=? AND version=?",
-        ("OVERDUE" if version % 2 else "NEW", version + 1, now, loan, version),
+def _rows_for(
+    raw: _Raw, loan: str, found: tuple[Any, ...], after: str, at: datetime, now: object
+) -> tuple[tuple[Any, ...], tuple[Any, ...], tuple[Any, ...]]:
+    """The compare-and-set, history and outbox parameters of one change (the floor's per-change work)."""
+    before, version, customer_id, institution_loan_no = found
+    sequence = version + 1
+    request_id = f"{loan}-{sequence}"
+    payload = json.dumps(
+        {
+            "loan_apply_no": loan,
+            "before_status": before,
+            "after_status": after,
+            "change_time": at.isoformat(),
+            "request_id": request_id,
+            "customer_id": customer_id,
+            "institution_loan_no": institution_loan_no,
+        },
+        ensure_ascii=False,
+        separators=(",", ":"),
     )
-    conn.execute(
-        "INSERT INTO loanstate_history (loan_apply_no, sequence, before_status, after_status, change_time,"
-        " utc_offset_seconds, request_id, recorded_at) VALUES (?,?,?,?,?,?,?,?)",
-        (loan, version + 1, "NEW", "OVERDUE", now, 0, f"{loan}-{version + 1}", now),
-    )
-    conn.execute(
-        "INSERT INTO loanstate_outbox (request_id, loan_apply_no, sequence, payload, state, attempts,"
-        " next_attempt_at, created_at) VALUES (?,?,?,?,?,?,?,?)",
-        (f"{loan}-{version + 1}", loan, version + 1, '{"loan_apply_no":"x"}', "pending", 0, now, now),
+    offset = int((at.utcoffset() or timedelta(0)).total_seconds())
+    change_time = raw.when(at)
+    return (
+        (after, sequence, now, loan, version),
+        (loan, sequence, before, after, change_time, offset, request_id, customer_id, institution_loan_no, now),
+        (request_id, loan, sequence, payload, "pending", 0, now, now),
     )
 
 
-def bench_transition(quick: bool, directory: Path) -> list[Row]:
-    singles, batch = (20, 200) if quick else (400, 1000)
-    repeat = 1 if quick else 3
-    walk = ("OVERDUE", "NEW")
-
-    def ours_single() -> int:
-        store = _fresh_store(directory, singles)
-        for n in range(singles):
-            store.transition(f"FI{n:06d}", after="OVERDUE", at=AT)
-        store.close()
-        return singles
-
-    def ours_batch() -> int:
-        store = _fresh_store(directory, batch)
-        total = 0
-        for step in range(3):
-            store.transition_many(
-                [Change(f"FI{n:06d}", walk[step % 2], AT + timedelta(seconds=step)) for n in range(batch)]
-            )
-            total += batch
-        store.close()
-        return total
-
-    def floor(per_txn: int, loans: int, rounds: int) -> int:
-        store = _fresh_store(directory, loans)
-        path = str(store.engine.url.database)
-        store.close()
-        conn = _floor_connection(path)
-        now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
-        done = 0
-        for r in range(rounds):
-            for start in range(0, loans, per_txn):
-                conn.execute("BEGIN IMMEDIATE")
-                for n in range(start, min(start + per_txn, loans)):
-                    _floor_writes(conn, f"FI{n:06d}", r, now)
-                    done += 1
-                conn.execute("COMMIT")
-        conn.close()
-        return done
-
-    # Untimed warm-up of lazy imports and caches.
-    ours_single()
-    ours_batch()
-    our_1 = rate(ours_single, repeat)
-    floor_1 = rate(lambda: floor(1, singles, 1), repeat)
-    our_k = rate(ours_batch, repeat)
-    floor_k = rate(lambda: floor(batch, batch, 3), repeat)
-    return [
-        Row(
-            "transition, 1 per transaction", our_1, "raw sqlite3, same 3 writes", floor_1, "changes/s", ">= 0.5x", True
-        ),
-        Row(
-            f"transition_many, {batch} per transaction",
-            our_k,
-            "raw sqlite3, same 3 writes",
-            floor_k,
-            "changes/s",
-            ">= 0.5x",
-            True,
-        ),
-    ]
+def raw_singles(raw: _Raw, loans: list[str], at: datetime) -> None:
+    """One transaction per change: read, compare-and-set (checked), history row, outbox row, commit."""
+    cur = raw.conn.cursor()
+    for loan in loans:
+        raw.begin()
+        cur.execute(raw.select_one, (loan,))
+        found = cur.fetchone()
+        cas, history, outbox = _rows_for(raw, loan, found, WALK[0], at, raw.when(datetime.now(UTC)))
+        cur.execute(raw.cas, cas)
+        if cur.rowcount != 1:
+            raise RuntimeError(f"compare-and-set of {loan} lost")
+        cur.execute(raw.history, history)
+        cur.execute(raw.outbox, outbox)
+        raw.commit()
 
 
-# -- 2. delivery through the dispatcher ----------------------------------------
+def raw_batches(raw: _Raw, loans: list[str], steps: int, at: datetime) -> None:
+    """One transaction per step, every loan once: one read, then executemany of each statement."""
+    cur = raw.conn.cursor()
+    for step in range(steps):
+        raw.begin()
+        current = raw.read_many(cur, loans)
+        now = raw.when(datetime.now(UTC))
+        changed = [_rows_for(raw, loan, current[loan], WALK[step % 2], at, now) for loan in sorted(loans)]
+        cur.executemany(raw.cas, [c[0] for c in changed])
+        if cur.rowcount != len(loans):
+            raise RuntimeError(f"compare-and-set moved {cur.rowcount} of {len(loans)} loans")
+        cur.executemany(raw.history, [c[1] for c in changed])
+        cur.executemany(raw.outbox, [c[2] for c in changed])
+        raw.commit()
+
+
+# -- the databases ------------------------------------------------------------------
 
 
 @contextmanager
-def gateway_process(latency: float) -> Iterator[str]:
-    """A FakeTopGateway in its own process (its CPU is not ours); yields its URL."""
-    code = (
-        "from loanstate.testing import FakeTopGateway\n"
-        f"FakeTopGateway(latency={latency}).serve_forever(lambda gw: print(gw.url, flush=True))\n"
-    )
-    process = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, cwd=ROOT)
+def _raw_connection(url: sa.URL) -> Iterator[_Raw]:
+    """The raw driver on the same database, with the store's durability settings."""
+    if url.get_backend_name() == "sqlite":
+        conn = sqlite3.connect(str(url.database), isolation_level=None)
+        for pragma in ("journal_mode=WAL", "synchronous=FULL", "busy_timeout=30000"):
+            conn.execute(f"PRAGMA {pragma}")
+        try:
+            yield _Raw(conn, "sqlite")
+        finally:
+            conn.close()
+    else:
+        import psycopg
+
+        with psycopg.connect(url.set(drivername="postgresql").render_as_string(hide_password=False)) as pg:
+            yield _Raw(pg, "postgresql")
+
+
+def _counts(url: sa.URL, loans: list[str]) -> tuple[int, int, set[int]]:
+    """History rows, outbox rows and the distinct versions of ``loans`` (one query each, after the timing)."""
+    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    names: sa.BindParameter[Any] = sa.bindparam("names", expanding=True)
     try:
-        assert process.stdout is not None
-        yield process.stdout.readline().strip()
-    finally:
-        process.terminate()
-        process.wait(30)
-
-
-def _filled_store(url: str, loans: int, per_loan: int) -> SqlStore:
-    store = SqlStore(url)
-    store.create_schema()
-    for n in range(loans):
-        store.open_loan(f"FI{n:06d}", at=AT)
-    walk = ("OVERDUE", "NEW")
-    changes = [
-        Change(f"FI{n:06d}", walk[s % 2], AT + timedelta(seconds=s)) for s in range(per_loan) for n in range(loans)
-    ]
-    for start in range(0, len(changes), 1000):
-        store.transition_many(changes[start : start + 1000])
-    return store
-
-
-def _check_order(store: SqlStore, delivered: int, events: int, loans: int) -> None:
-    """Nothing lost, and per-loan order held: each loan's receipts came back in its history's order."""
-    assert delivered == events, (delivered, events)
-    for name in (f"FI{n:06d}" for n in range(0, loans, max(1, loans // 50))):
-        times = [e.delivered_at for e in store.outbox_entries(name)]
-        assert None not in times
-        assert times == sorted(times), name  # type: ignore[type-var]
-    store.close()
-
-
-def bench_delivery(quick: bool, directory: Path) -> list[Row]:
-    loans, per_loan = (100, 2) if quick else (1000, 2)
-    events = loans * per_loan
-    with gateway_process(LATENCY) as url:
-        store = _filled_store(f"sqlite:///{directory / 'deliver.db'}", loans, per_loan)
-        with TopNotifier(KEY, SECRET, url=url, limits=httpx2.Limits(max_connections=64)) as notifier:
-            dispatcher = Dispatcher(store, notifier, concurrency=CONCURRENCY)
-            cpu, wall = time.process_time(), time.perf_counter()
-            report = dispatcher.run_once()
-            cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
-        _check_order(store, report.delivered, events, loans)
-        ours_rate, ours_cpu = events / wall, cpu / events * 1000
-
-        # The asyncio twin on aiohttp (AsyncTopNotifier): same outbox work, a lighter HTTP client.
-        store = _filled_store(f"sqlite:///{directory / 'deliver-async.db'}", loans, per_loan)
-
-        async def drain() -> int:
-            async with AsyncTopNotifier(KEY, SECRET, url=url) as notifier:
-                return (await AsyncDispatcher(store, notifier, concurrency=CONCURRENCY).run_once()).delivered
-
-        cpu, wall = time.process_time(), time.perf_counter()
-        delivered = asyncio.run(drain())
-        cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
-        _check_order(store, delivered, events, loans)
-        async_rate, async_cpu = events / wall, cpu / events * 1000
-
-        # The bare client: the same signed requests, 32 threads, no outbox, no ordering.
-        machine = default_machine()
-        requests = [
-            machine.change(loan_apply_no=f"BARE{n:06d}", before="NEW", after="OVERDUE", at=AT, sequence=1)
-            for n in range(events)
-        ]
-        with httpx2.Client(limits=httpx2.Limits(max_connections=64)) as client:
-
-            def post(event: object) -> None:
-                request = build_request(event, app_key=KEY, app_secret=SECRET, now=datetime.now(UTC))  # type: ignore[arg-type]
-                answer = client.post(
-                    f"{url}?{request.query_string()}",
-                    content=request.body(),
-                    headers={"Content-Type": "application/x-www-form-urlencoded;charset=utf-8"},
-                )
-                answer.raise_for_status()
-
-            cpu, wall = time.process_time(), time.perf_counter()
-            with ThreadPoolExecutor(CONCURRENCY) as pool:
-                list(pool.map(post, requests))
-            cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
-        bare_rate, bare_cpu = events / wall, cpu / events * 1000
-    limit = CONCURRENCY / LATENCY
-    return [
-        Row(
-            f"Dispatcher, {loans} loans x {per_loan}, c=32, 50 ms",
-            ours_rate,
-            "physical limit 32/0.050 s",
-            limit,
-            "events/s",
-            ">= 0.8x",
-            True,
-        ),
-        Row(
-            "AsyncDispatcher + AsyncTopNotifier (aiohttp), same",
-            async_rate,
-            "physical limit 32/0.050 s",
-            limit,
-            "events/s",
-            ">= 0.8x",
-            True,
-        ),
-        Row(
-            "same, bare httpx2 client (no outbox)",
-            bare_rate,
-            "physical limit 32/0.050 s",
-            limit,
-            "events/s",
-            "reference",
-            True,
-        ),
-        Row(
-            "CPU per 1000 delivered events", ours_cpu, "bare httpx2 client, same requests", bare_cpu, "CPU s", "report"
-        ),
-        Row(
-            "CPU per 1000, AsyncDispatcher", async_cpu, "bare httpx2 client, same requests", bare_cpu, "CPU s", "report"
-        ),
-    ]
-
-
-# -- 3. PostgreSQL: 4 dispatcher processes vs 1 ----------------------------------
-
-_WORKER = """
-import asyncio, sys
-from loanstate import AsyncDispatcher, AsyncTopNotifier, SqlStore
-store = SqlStore(sys.argv[1])
-async def main():
-    stop = asyncio.Event()
-    async def watch():
-        while not stop.is_set():
-            await asyncio.sleep(0.05)
-            if (await asyncio.to_thread(store.outbox_status)).pending == 0:
-                stop.set()
-    async with AsyncTopNotifier("test-app-key", "test-app-secret", url=sys.argv[2]) as n:
-        watcher = asyncio.create_task(watch())
-        report = await AsyncDispatcher(store, n, concurrency=int(sys.argv[3]), poll_interval=0.05).run_forever(stop)
-        await watcher
-    return report
-print(asyncio.run(main()).delivered, flush=True)
-"""
-
-
-def _postgres_admin() -> str | None:
-    url = os.environ.get("LOANSTATE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
-    import sqlalchemy as sa
-
-    try:
-        engine = sa.create_engine(url, isolation_level="AUTOCOMMIT")
         with engine.connect() as conn:
-            conn.exec_driver_sql("SELECT 1")
-        engine.dispose()
-    except Exception:
-        return None
-    return url
-
-
-def bench_scale_out(quick: bool) -> list[Row]:
-    admin = _postgres_admin()
-    if admin is None:
-        print("\n(PostgreSQL not reachable: scale-out benchmark skipped)")
-        return []
-    loans = 100 if quick else 3000
-    rows = []
-    with gateway_process(LATENCY) as gateway_url:
-        # c=32 is the setup the target names; c=8 keeps each process latency-bound
-        # rather than CPU-bound, to show how the shared outbox itself scales.
-        for concurrency in (CONCURRENCY,) if quick else (CONCURRENCY, 8):
-            one = _scale_run(admin, gateway_url, loans, 1, concurrency)
-            four = _scale_run(admin, gateway_url, loans, 4, concurrency)
-            rows.append(
-                Row(
-                    f"PostgreSQL, 4 dispatcher processes (c={concurrency} each), {loans} loans",
-                    four,
-                    "1 process",
-                    one,
-                    "events/s",
-                    ">= 3x",
-                    True,
+            history, outbox = (
+                conn.scalar(
+                    sa.text(f"SELECT count(*) FROM loanstate_{table} WHERE loan_apply_no IN :names").bindparams(names),
+                    {"names": loans},
                 )
+                for table in ("history", "outbox")
             )
-    return rows
-
-
-def _scale_run(admin: str, gateway_url: str, loans: int, workers: int, concurrency: int) -> float:
-    import sqlalchemy as sa
-
-    name = f"loanstate_bench_{uuid.uuid4().hex[:10]}"
-    engine = sa.create_engine(admin, isolation_level="AUTOCOMMIT")
-    with engine.connect() as conn:
-        conn.exec_driver_sql(f"CREATE DATABASE {name}")
-    url = sa.make_url(admin).set(database=name).render_as_string(hide_password=False)
-    try:
-        store = _filled_store(url, loans, 1)
-        start = time.perf_counter()
-        procs = [
-            subprocess.Popen(
-                [sys.executable, "-c", _WORKER, url, gateway_url, str(concurrency)],
-                stdout=subprocess.PIPE,
-                text=True,
-                cwd=ROOT,
+            versions = conn.scalars(
+                sa.text("SELECT DISTINCT version FROM loanstate_loans WHERE loan_apply_no IN :names").bindparams(names),
+                {"names": loans},
             )
-            for _ in range(workers)
-        ]
-        delivered = sum(int(p.communicate(timeout=600)[0].split()[-1]) for p in procs)
-        elapsed = time.perf_counter() - start
-        assert delivered >= loans
-        assert store.outbox_status().pending == 0
-        store.close()
+            return int(history or 0), int(outbox or 0), set(versions)
     finally:
-        with engine.connect() as conn:
-            conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
         engine.dispose()
-    return loans / elapsed
+
+
+class Durable:
+    """The four sides (ours and the floor, singles and batches) on one engine."""
+
+    def __init__(self, engine: str, database: Callable[[], sa.URL], singles: int, batch: int, steps: int) -> None:
+        self.engine, self._database = engine, database
+        self.singles, self.batch, self.steps = singles, batch, steps
+        self._tags = itertools.count()
+
+    def _prepare(self, loans: int) -> tuple[sa.URL, list[str]]:
+        """A database with the schema and ``loans`` fresh loans opened (untimed)."""
+        url = self._database()
+        names = [f"B{next(self._tags)}-{uuid.uuid4().hex[:6]}-{n:06d}" for n in range(loans)]
+        store = SqlStore(url)
+        try:
+            store.create_schema()
+            open_book(store, names, AT)
+        finally:
+            store.close()
+        return url, names
+
+    def _verify(self, url: sa.URL, names: list[str], steps: int, what: str) -> None:
+        history, outbox, versions = _counts(url, names)
+        changes = len(names) * steps
+        check(history == changes, f"{what}: {history} history rows for {changes} changes")
+        check(outbox == changes, f"{what}: {outbox} outbox rows for {changes} changes")
+        check(versions == {steps}, f"{what}: loans at versions {sorted(versions)}, expected {steps}")
+        passed(f"{what}: {changes:,} changes, as many history and outbox rows, every loan at version {steps}")
+
+    def ours_singles(self) -> float:
+        url, names = self._prepare(self.singles)
+        store = SqlStore(url)
+        try:
+            store.transition(names[0], after=WALK[0], at=AT)  # opens the pooled connection, untimed
+            start = time.perf_counter()
+            for name in names[1:]:
+                store.transition(name, after=WALK[0], at=AT)
+            seconds = time.perf_counter() - start
+        finally:
+            store.close()
+        self._verify(url, names, 1, f"{self.engine} SqlStore.transition")
+        return (len(names) - 1) / seconds
+
+    def raw_singles(self) -> float:
+        url, names = self._prepare(self.singles)
+        with _raw_connection(url) as raw:
+            raw_singles(raw, names[:1], AT)  # the connection's first transaction, untimed as ours
+            start = time.perf_counter()
+            raw_singles(raw, names[1:], AT)
+            seconds = time.perf_counter() - start
+        self._verify(url, names, 1, f"{self.engine} raw driver, 1 per transaction")
+        return (len(names) - 1) / seconds
+
+    def ours_batches(self) -> float:
+        url, names = self._prepare(self.batch)
+        store = SqlStore(url)
+        try:
+            store.status(names[0])  # opens the pooled connection, untimed
+            start = time.perf_counter()
+            for step in range(self.steps):
+                store.transition_many([Change(name, WALK[step % 2], AT) for name in names])
+            seconds = time.perf_counter() - start
+        finally:
+            store.close()
+        self._verify(url, names, self.steps, f"{self.engine} SqlStore.transition_many")
+        return len(names) * self.steps / seconds
+
+    def raw_batches(self) -> float:
+        url, names = self._prepare(self.batch)
+        with _raw_connection(url) as raw:
+            start = time.perf_counter()
+            raw_batches(raw, names, self.steps, AT)
+            seconds = time.perf_counter() - start
+        self._verify(url, names, self.steps, f"{self.engine} raw driver, {self.batch} per transaction")
+        return len(names) * self.steps / seconds
+
+    def rows(self, rounds: int) -> list[Row]:
+        t = interleave(
+            {
+                "ours_1": self.ours_singles,
+                "raw_1": self.raw_singles,
+                "ours_k": self.ours_batches,
+                "raw_k": self.raw_batches,
+            },
+            rounds,
+        )
+        driver = "sqlite3" if self.engine == "SQLite" else "psycopg"
+        return [
+            Row(
+                f"{self.engine}: transition, 1 per transaction",
+                t["ours_1"],
+                f"raw {driver}, same reads and writes",
+                t["raw_1"],
+                "changes/s",
+                rounds,
+                0.5,
+                True,
+            ),
+            Row(
+                f"{self.engine}: transition_many, {self.batch} per transaction",
+                t["ours_k"],
+                f"raw {driver} executemany, same reads and writes",
+                t["raw_k"],
+                "changes/s",
+                rounds,
+                0.5,
+                True,
+            ),
+        ]
+
+
+def postgres_server() -> Server | None:
+    """The PostgreSQL server the tests would use (``LOANSTATE_TEST_POSTGRES_URL`` or the local one), if any."""
+    found = find_server("postgresql", start=False)
+    if isinstance(found, Server):
+        return found
+    print(f"\n(PostgreSQL rows left out: {found.reason})")
+    return None
+
+
+@contextmanager
+def postgres_database() -> Iterator[sa.URL | None]:
+    """A fresh PostgreSQL database for the run (``None`` when no server answers), dropped afterwards."""
+    server = postgres_server()
+    if server is None:
+        yield None
+        return
+    url = server.create_database("loanstate_bench")
+    try:
+        yield url
+    finally:
+        server.drop_database(url)
 
 
 def main(quick: bool = False) -> list[Row]:
-    with tempfile.TemporaryDirectory(prefix="loanstate-bench-") as tmp:
-        directory = Path(tmp)
-        rows = bench_transition(quick, directory)
-        print_table("Durable transition on SQLite (WAL, synchronous=FULL)", rows)
-        delivery = bench_delivery(quick, directory)
-        print_table("Delivery through the Dispatcher to FakeTopGateway (50 ms)", delivery)
-        scale = bench_scale_out(quick)
-        if scale:
-            print_table("Scaling out on PostgreSQL", scale)
-    return rows + delivery + scale
-
-
-if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="small sizes, to check the benchmark runs")
-    main(parser.parse_args().quick)
+    """Run this module's benchmarks; return its rows."""
+    singles, batch, steps, rounds = (20, 100, 2, 2) if quick else (300, 1000, 3, 5)
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="loanstate-bench-store-") as tmp:
+        files = (sa.make_url(f"sqlite:///{Path(tmp) / f'{n}.db'}") for n in itertools.count())
+        rows += Durable("SQLite", lambda: next(files), singles, batch, steps).rows(rounds)
+    with postgres_database() as url:
+        if url is not None:
+            rows += Durable("PostgreSQL", lambda: url, singles, batch, steps).rows(rounds)
+    return rows

@@ -1,48 +1,43 @@
-"""Delivery to the open platform: signing and encoding against the bare hash, round trips against bare httpx2.
+"""Delivery to the open platform: signing and encoding against the bare hash, round trips against bare clients.
 
-(1) ``sign()`` of one event's full parameter set (system parameters and the
-business JSON, concatenated and UTF-8 encoded, then HMAC-SHA256 and hex)
-against the floor: the bare HMAC-SHA256 call over the same, already
-concatenated bytes; target within 3x. (2) For information, the whole
-``build_request`` (event JSON, timestamp, signature, query string and body)
-against the same floor: JSON serialisation and form encoding alone cost
-several floors, so no target is set on it.
-(3) Sequential ``TopNotifier.send`` round trips to a ``FakeTopGateway`` on
+(1) ``to_top_param()`` + ``sign()`` of one event's full parameter set (the
+event's JSON form field, then the system parameters and it concatenated,
+UTF-8 encoded, HMAC-SHA256 and hex) against the floor: the bare HMAC-SHA256
+call over the same, already concatenated bytes; target within 3x. For
+information, ``sign()`` alone and the whole ``build_request`` (timestamp,
+signature, query string and body) against the same floor.
+(2) Sequential ``TopNotifier.send`` round trips to a ``FakeTopGateway`` on
 loopback against bare ``httpx2.Client.post`` calls of the very same prepared
-requests (URL, body and headers built beforehand), each run against a fresh
-gateway so both sides make every change take effect. (4) 32 concurrent
-``AsyncTopNotifier`` deliveries (on aiohttp's client) against bare aiohttp
-client posts of the same prepared requests and, for information, bare
-``httpx2.AsyncClient`` posts (the gateway shares the loop, so a client's CPU
-per request shows as throughput). (5) The AsyncDispatcher draining a SQLite
-outbox to a gateway in its own process (answers after 20 ms): CPU per event
-with AsyncTopNotifier against the same protocol code on httpx2's async client,
-the measurement behind the async twin's choice of aiohttp.
+requests (URL, body and headers built beforehand), each round against a fresh
+gateway. (3) 32 concurrent ``AsyncTopNotifier`` deliveries (on aiohttp's
+client) against bare aiohttp client posts of the same prepared requests and,
+for information, bare ``httpx2.AsyncClient`` posts (the gateway shares the
+loop, so a client's CPU per request shows as throughput).
+
+Sides are interleaved round by round. After every round, the gateway's own
+records must show each request_id taking effect exactly once and the bare
+clients' replies must all be fresh successes (read after the timing).
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import hashlib
 import hmac
-import statistics
-import tempfile
+import itertools
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
-from pathlib import Path
+from datetime import UTC, datetime
 
 import aiohttp
 import httpx2
 
-from benchmarks._harness import Row, print_table
-from benchmarks.bench_store import gateway_process
-from loanstate import AsyncDispatcher, AsyncTopNotifier, LoanChangeEvent, SqlStore, TopNotifier, default_machine
-from loanstate.notifiers import AsyncCallbackNotifier, Receipt
-from loanstate.store import Change
-from loanstate.testing import FakeTopGateway
-from loanstate.top import CONTENT_TYPE, build_request, classify, sign, signing_string
+from benchmarks._checks import check_deliveries, check_replies, expected_order
+from benchmarks._gateway import records_of
+from benchmarks._harness import Row, interleave
+from loanstate import AsyncTopNotifier, LoanChangeEvent, TopNotifier, default_machine
+from loanstate.fake import FakeTopGateway
+from loanstate.top import CONTENT_TYPE, build_request, sign, signing_string
 
 SECRET = "bench-app-secret"
 APP_KEY = "test-app-key"
@@ -50,6 +45,7 @@ NOW = datetime.now(UTC)
 
 
 def make_events(count: int, tag: str) -> list[LoanChangeEvent]:
+    """``count`` first changes of distinct loans (``tag`` keeps loans, and so request_ids, apart across rounds)."""
     machine = default_machine()
     return [
         machine.change(
@@ -65,20 +61,17 @@ def make_events(count: int, tag: str) -> list[LoanChangeEvent]:
     ]
 
 
-def interleaved(fns: list[Callable[[int], None]], n: int, repeat: int) -> list[float]:
-    """Median seconds per operation of each ``fn(n)``, the functions taking turns in every repetition."""
-    for fn in fns:
-        fn(max(1, n // 10))
-    samples: list[list[float]] = [[] for _ in fns]
-    for _ in range(repeat):
-        for fn, out in zip(fns, samples, strict=True):
-            start = time.perf_counter()
-            fn(n)
-            out.append((time.perf_counter() - start) / n)
-    return [statistics.median(out) for out in samples]
+def _per_op(fn: Callable[[int], None], n: int) -> Callable[[], float]:
+    def side() -> float:
+        start = time.perf_counter()
+        fn(n)
+        return (time.perf_counter() - start) / n
+
+    return side
 
 
-def signing_rows(n: int, repeat: int) -> list[Row]:
+def signing_rows(n: int, rounds: int) -> list[Row]:
+    """Encoding and signing one event against the bare HMAC over the finished signing string."""
     event = make_events(1, "s")[0]
     params = build_request(event, app_key=APP_KEY, app_secret=SECRET, now=NOW).params()
     data = signing_string(params)
@@ -110,86 +103,82 @@ def signing_rows(n: int, repeat: int) -> list[Row]:
         for _ in range(k):
             hmac.digest(key, data, "sha256")
 
-    # Interleaved repetitions: on a shared machine, load then moves every side alike.
-    t_sign, t_encode_sign, t_build, t_floor, t_digest = interleaved(
-        [ours_sign, ours_encode_sign, ours_build, floor, floor_digest], n, repeat
-    )
+    fns = {"sign": ours_sign, "encode_sign": ours_encode_sign, "build": ours_build, "floor": floor}
+    t = interleave({name: _per_op(fn, n) for name, fn in {**fns, "digest": floor_digest}.items()}, rounds)
+    hexdigest = "floor: hmac.new(...).hexdigest()"
     return [
-        Row(
-            "to_top_param() + sign() one event",
-            t_encode_sign,
-            "floor: hmac.new(...).hexdigest()",
-            t_floor,
-            "s/op",
-            ">= 0.33x",
-        ),
-        Row("sign() one event", t_sign, "floor: hmac.new(...).hexdigest()", t_floor, "s/op"),
-        Row("sign() one event", t_sign, "floor: hmac.digest() (C one-shot)", t_digest, "s/op"),
-        Row("build_request + encode (informative)", t_build, "floor: hmac.new(...).hexdigest()", t_floor, "s/op"),
+        Row("to_top_param() + sign() one event", t["encode_sign"], hexdigest, t["floor"], "s/op", rounds, 0.33),
+        Row("sign() one event", t["sign"], hexdigest, t["floor"], "s/op", rounds),
+        Row("sign() one event", t["sign"], "floor: hmac.digest() (C one-shot)", t["digest"], "s/op", rounds),
+        Row("build_request + encode (informative)", t["build"], hexdigest, t["floor"], "s/op", rounds),
     ]
 
 
-def ours_round_trips(count: int, tag: str) -> float:
-    """Seconds per sequential TopNotifier.send to a fresh gateway (the first send, opening the connection, untimed)."""
-    events = make_events(count + 1, tag)
-    with FakeTopGateway() as gw, TopNotifier(APP_KEY, "test-app-secret", url=gw.url) as notifier:
-        notifier.send(events[0])
-        start = time.perf_counter()
-        for event in events[1:]:
-            notifier.send(event)
-        return (time.perf_counter() - start) / count
+def _round_trip_side(count: int, tag: str, bare: bool) -> Callable[[], float]:
+    """A side for :func:`interleave`: seconds per sequential round trip to a fresh in-process gateway.
+
+    Ours sends through ``TopNotifier.send``; the bare side posts requests
+    prepared beforehand with ``httpx2.Client`` and reads its replies only
+    after the timing. The first request of each (opening the connection) is
+    untimed. Both then check the gateway's own records.
+    """
+    rounds = itertools.count()
+
+    def side() -> float:
+        events = make_events(count + 1, f"{tag}{next(rounds)}")
+        with FakeTopGateway() as gw:
+            if bare:
+                seconds, replies = _bare_posts(gw.url, events)
+                check_replies(replies, count + 1, "bare httpx2 posts")
+            else:
+                with TopNotifier(APP_KEY, "test-app-secret", url=gw.url) as notifier:
+                    notifier.send(events[0])
+                    start = time.perf_counter()
+                    for event in events[1:]:
+                        notifier.send(event)
+                    seconds = time.perf_counter() - start
+            check_deliveries(records_of(gw), _order(events), "bare httpx2 posts" if bare else "TopNotifier.send")
+        return seconds / count
+
+    return side
 
 
-def bare_round_trips(count: int, tag: str) -> float:
-    """Seconds per bare httpx2 post of requests prepared beforehand, to a fresh gateway."""
-    events = make_events(count + 1, tag)
+def _bare_posts(url: str, events: list[LoanChangeEvent]) -> tuple[float, list[tuple[int, bytes, str | None]]]:
+    """Post prepared requests in turn (the first one untimed); the timed seconds and every reply."""
     headers = {"Content-Type": CONTENT_TYPE}
-    with FakeTopGateway() as gw, httpx2.Client(timeout=10.0) as client:
-        prepared = []
-        for event in events:
-            request = build_request(event, app_key=APP_KEY, app_secret="test-app-secret", now=datetime.now(UTC))
-            prepared.append((f"{gw.url}?{request.query_string()}", request.body()))
-        client.post(prepared[0][0], content=prepared[0][1], headers=headers)
+    prepared = _prepared(url, events)
+    with httpx2.Client(timeout=10.0) as client:
+        first = client.post(prepared[0][0], content=prepared[0][1], headers=headers)
+        answers = []
         start = time.perf_counter()
-        for url, body in prepared[1:]:
-            client.post(url, content=body, headers=headers)
-        return (time.perf_counter() - start) / count
+        for target, body in prepared[1:]:
+            answers.append(client.post(target, content=body, headers=headers))
+        seconds = time.perf_counter() - start
+    replies = [(a.status_code, a.content, a.headers.get("content-type")) for a in (first, *answers)]
+    return seconds, replies
 
 
-def round_trip_rows(n: int, repeat: int) -> list[Row]:
-    ours_round_trips(max(2, n // 10), "warm-o")
-    bare_round_trips(max(2, n // 10), "warm-b")
-    ours_samples, bare_samples = [], []
-    for i in range(repeat):  # interleaved, so machine load moves both sides together
-        ours_samples.append(ours_round_trips(n, f"o{i}"))
-        bare_samples.append(bare_round_trips(n, f"b{i}"))
+def _order(events: list[LoanChangeEvent]) -> dict[str, list[str]]:
+    return expected_order((e.loan_apply_no, e.request_id) for e in events)
+
+
+def round_trip_rows(n: int, rounds: int) -> list[Row]:
+    """Sequential round trips: TopNotifier.send against bare httpx2 posts, interleaved."""
+    t = interleave({"ours": _round_trip_side(n, "o", bare=False), "bare": _round_trip_side(n, "b", bare=True)}, rounds)
     return [
         Row(
             "sequential round trip to FakeTopGateway",
-            statistics.median(ours_samples),
+            t["ours"],
             "bare httpx2 post, same prepared requests",
-            statistics.median(bare_samples),
+            t["bare"],
             "s/op",
-            ">= 0.67x",
+            rounds,
+            0.67,
         )
     ]
 
 
 CONCURRENCY = 32
-
-
-async def _async_notifier_run(count: int, tag: str) -> float:
-    events = make_events(count, tag)
-    async with FakeTopGateway() as gw, AsyncTopNotifier(APP_KEY, "test-app-secret", url=gw.url) as notifier:
-        gate = asyncio.Semaphore(CONCURRENCY)
-
-        async def one(event: LoanChangeEvent) -> None:
-            async with gate:
-                await notifier.send(event)
-
-        start = time.perf_counter()
-        await asyncio.gather(*(one(e) for e in events))
-        return count / (time.perf_counter() - start)
 
 
 def _prepared(url: str, events: list[LoanChangeEvent]) -> list[tuple[str, bytes]]:
@@ -200,136 +189,87 @@ def _prepared(url: str, events: list[LoanChangeEvent]) -> list[tuple[str, bytes]
     return out
 
 
-async def _bare_httpx2_run(count: int, tag: str) -> float:
-    events = make_events(count, tag)
-    headers = {"Content-Type": CONTENT_TYPE}
-    async with FakeTopGateway() as gw, httpx2.AsyncClient(timeout=10.0) as client:
-        prepared = _prepared(gw.url, events)
+async def _async_notifier_run(events: list[LoanChangeEvent]) -> float:
+    async with FakeTopGateway() as gw, AsyncTopNotifier(APP_KEY, "test-app-secret", url=gw.url) as notifier:
         gate = asyncio.Semaphore(CONCURRENCY)
 
-        async def one(url: str, body: bytes) -> None:
+        async def one(event: LoanChangeEvent) -> None:
             async with gate:
-                await client.post(url, content=body, headers=headers)
+                await notifier.send(event)
 
         start = time.perf_counter()
-        await asyncio.gather(*(one(u, b) for u, b in prepared))
-        return count / (time.perf_counter() - start)
+        await asyncio.gather(*(one(e) for e in events))
+        rate = len(events) / (time.perf_counter() - start)
+        check_deliveries(records_of(gw), _order(events), "AsyncTopNotifier, 32 concurrent")
+    return rate
 
 
-async def _bare_aiohttp_run(count: int, tag: str) -> float:
-    events = make_events(count, tag)
+async def _bare_async_run(events: list[LoanChangeEvent], client: str) -> float:
+    """Bare posts of prepared requests, 32 at a time, on aiohttp or httpx2; replies checked after the timing."""
     headers = {"Content-Type": CONTENT_TYPE}
-    async with FakeTopGateway() as gw, aiohttp.ClientSession() as session:
+    replies: list[tuple[int, bytes, str | None]] = []
+    gate = asyncio.Semaphore(CONCURRENCY)
+    async with FakeTopGateway() as gw, aiohttp.ClientSession() as session, httpx2.AsyncClient(timeout=10.0) as hx:
         prepared = _prepared(gw.url, events)
-        gate = asyncio.Semaphore(CONCURRENCY)
 
-        async def one(url: str, body: bytes) -> None:
+        async def with_aiohttp(url: str, body: bytes) -> None:
             async with gate, session.post(url, data=body, headers=headers) as response:
-                await response.read()
+                replies.append((response.status, await response.read(), response.headers.get("content-type")))
 
+        async def with_httpx2(url: str, body: bytes) -> None:
+            async with gate:
+                response = await hx.post(url, content=body, headers=headers)
+            replies.append((response.status_code, response.content, response.headers.get("content-type")))
+
+        one = with_aiohttp if client == "aiohttp" else with_httpx2
         start = time.perf_counter()
         await asyncio.gather(*(one(u, b) for u, b in prepared))
-        return count / (time.perf_counter() - start)
+        rate = len(events) / (time.perf_counter() - start)
+        what = f"bare {client} posts, 32 concurrent"
+        check_replies(replies, len(events), what)
+        check_deliveries(records_of(gw), _order(events), what)
+    return rate
 
 
-def async_rows(n: int, repeat: int) -> list[Row]:
+def async_rows(n: int, rounds: int) -> list[Row]:
     """32 concurrent deliveries, gateway in the same loop: AsyncTopNotifier against bare async clients."""
-    ours, bare, aio = [], [], []
-    for i in range(repeat):
-        ours.append(asyncio.run(_async_notifier_run(n, f"ao{i}")))
-        bare.append(asyncio.run(_bare_httpx2_run(n, f"ab{i}")))
-        aio.append(asyncio.run(_bare_aiohttp_run(n, f"aa{i}")))
-    t_ours, t_bare, t_aio = statistics.median(ours), statistics.median(bare), statistics.median(aio)
+    tags = itertools.count()
+
+    def side(kind: str) -> Callable[[], float]:
+        def run() -> float:
+            events = make_events(n, f"a{kind[0]}{next(tags)}")
+            if kind == "ours":
+                return asyncio.run(_async_notifier_run(events))
+            return asyncio.run(_bare_async_run(events, kind))
+
+        return run
+
+    t = interleave({kind: side(kind) for kind in ("ours", "aiohttp", "httpx2")}, rounds)
     return [
         Row(
             f"AsyncTopNotifier, {CONCURRENCY} concurrent",
-            t_ours,
+            t["ours"],
             "bare aiohttp client posts, same prepared requests",
-            t_aio,
+            t["aiohttp"],
             "req/s",
-            ">= 0.67x",
+            rounds,
+            0.67,
             higher_is_better=True,
         ),
         Row(
             f"AsyncTopNotifier, {CONCURRENCY} concurrent",
-            t_ours,
+            t["ours"],
             "bare httpx2.AsyncClient posts (informative)",
-            t_bare,
+            t["httpx2"],
             "req/s",
+            rounds,
             higher_is_better=True,
         ),
-    ]
-
-
-def _store_with_changes(path: Path, loans: int) -> SqlStore:
-    store = SqlStore(f"sqlite:///{path}")
-    store.create_schema()
-    for n in range(loans):
-        store.open_loan(f"FI{n:06d}", at=NOW)
-    store.transition_many([Change(f"FI{n:06d}", "OVERDUE", NOW + timedelta(seconds=1)) for n in range(loans)])
-    return store
-
-
-def _httpx2_async_notifier(client: httpx2.AsyncClient, url: str) -> AsyncCallbackNotifier:
-    """What AsyncTopNotifier would be on httpx2's async client: same protocol code, other HTTP client."""
-
-    async def send(event: LoanChangeEvent) -> Receipt:
-        request = build_request(event, app_key=APP_KEY, app_secret="test-app-secret", now=datetime.now(UTC))
-        response = await client.post(
-            f"{url}?{request.query_string()}", content=request.body(), headers={"Content-Type": CONTENT_TYPE}
-        )
-        outcome = classify(response.status_code, response.content, content_type=response.headers.get("content-type"))
-        if outcome.ok:
-            return outcome.receipt(event.request_id, datetime.now(UTC))
-        raise outcome.error(event.request_id)
-
-    return AsyncCallbackNotifier(send)
-
-
-async def _dispatch(store: SqlStore, url: str, client_kind: str, loans: int) -> None:
-    if client_kind == "aiohttp":
-        async with AsyncTopNotifier(APP_KEY, "test-app-secret", url=url) as notifier:
-            report = await AsyncDispatcher(store, notifier, concurrency=CONCURRENCY).run_once()
-    else:
-        async with httpx2.AsyncClient() as client:
-            report = await AsyncDispatcher(
-                store, _httpx2_async_notifier(client, url), concurrency=CONCURRENCY
-            ).run_once()
-    assert report.delivered == loans, report
-
-
-def dispatcher_rows(loans: int, repeat: int) -> list[Row]:
-    """CPU per event of the AsyncDispatcher delivering to a gateway in its own process (20 ms answers)."""
-    cpu: dict[str, list[float]] = {"aiohttp": [], "httpx2": []}
-    with gateway_process(0.02) as url, tempfile.TemporaryDirectory() as directory:
-        for i in range(repeat):
-            for kind, samples in cpu.items():
-                store = _store_with_changes(Path(directory) / f"{kind}{i}.db", loans)
-                start = time.process_time()
-                asyncio.run(_dispatch(store, url, kind, loans))
-                samples.append((time.process_time() - start) / loans)
-                store.close()
-    return [
-        Row(
-            f"AsyncDispatcher CPU per event, {CONCURRENCY} concurrent",
-            statistics.median(cpu["aiohttp"]),
-            "the same on httpx2.AsyncClient (informative)",
-            statistics.median(cpu["httpx2"]),
-            "s/op",
-        )
     ]
 
 
 def main(quick: bool = False) -> list[Row]:
-    n, repeat = (2_000, 3) if quick else (10_000, 15)
-    trips, trip_repeat = (100, 3) if quick else (1_000, 5)
-    rows = signing_rows(n, repeat) + round_trip_rows(trips, trip_repeat) + async_rows(trips, trip_repeat)
-    rows += dispatcher_rows(200 if quick else 2_000, 1 if quick else 3)
-    print_table("Delivery to the open platform (TOP)", rows)
-    return rows
-
-
-if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="small sizes, to check the benchmark runs")
-    main(parser.parse_args().quick)
+    """Run this module's benchmarks; return its rows."""
+    n, rounds = (2_000, 3) if quick else (10_000, 15)
+    trips, trip_rounds = (100, 3) if quick else (1_000, 5)
+    return signing_rows(n, rounds) + round_trip_rows(trips, trip_rounds) + async_rows(trips, trip_rounds)

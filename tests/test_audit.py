@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from loanstate import (
@@ -78,7 +78,6 @@ def test_every_planted_anomaly_is_found_exactly(history: History) -> None:
     assert audit.summary.findings == len(findings)
 
 
-@settings(max_examples=15)
 @given(history=PLANTED, crlf=st.booleans(), bom=st.booleans())
 def test_jsonl_file_gives_the_same_findings_with_line_numbers(history: History, crlf: bool, bom: bool) -> None:
     """A JSON Lines file (CRLF or not, BOM or not) gives the planted findings at record index + 1."""
@@ -92,7 +91,6 @@ def test_jsonl_file_gives_the_same_findings_with_line_numbers(history: History, 
     assert {(f.line, f.kind) for f in findings} == planted(history, 1)
 
 
-@settings(max_examples=15)
 @given(history=PLANTED, encoding=st.sampled_from(["utf-8", "gbk"]))
 def test_csv_file_gives_the_same_findings_with_line_numbers(history: History, encoding: str) -> None:
     """A CSV file (UTF-8 or GBK) gives the planted findings at record index + 2 (after the header)."""
@@ -110,7 +108,6 @@ def test_csv_file_gives_the_same_findings_with_line_numbers(history: History, en
     assert {(f.line, f.kind) for f in findings} == planted(history, 2)
 
 
-@settings(max_examples=20)
 @given(histories(loans=(10, 40), anomalies=True))
 def test_bloom_false_positives_never_reach_the_report(history: History) -> None:
     """With a tiny filter nearly every request_id is a candidate; the confirming pass keeps only real duplicates."""
@@ -118,7 +115,6 @@ def test_bloom_false_positives_never_reach_the_report(history: History) -> None:
     assert {(f.line, f.kind) for f in found(audit)} == planted(history, 1)
 
 
-@settings(max_examples=10)
 @given(histories(loans=(10, 40), anomalies=True, kinds=("duplicate-request-id",)))
 def test_tiny_filter_on_a_file_confirms_by_search_or_by_rereading(history: History) -> None:
     """Both confirming strategies (byte search for few candidates, a full re-read for many) agree."""

@@ -132,7 +132,6 @@ def test_refusals_answer_the_platforms_error(client: httpx2.Client, shared_gatew
     assert not classify(response.status_code, response.content).ok
 
 
-@settings(max_examples=25)
 @given(event=change_events())
 def test_gateway_reads_back_exactly_the_event(shared_gateway: FakeTopGateway, event: LoanChangeEvent) -> None:
     """Whatever valid event is sent (non-ASCII, optionals or not), the gateway applies the same change."""
@@ -399,7 +398,7 @@ class GatewayDeliveryMachine(RuleBasedStateMachine):
         self.gateway.__exit__(None, None, None)
 
 
-GatewayDeliveryMachine.TestCase.settings = settings(max_examples=15, stateful_step_count=15, deadline=None)
+GatewayDeliveryMachine.TestCase.settings = settings(stateful_step_count=15, deadline=None)
 TestGatewayDelivery = GatewayDeliveryMachine.TestCase
 
 

@@ -59,6 +59,7 @@ def test_broken_definitions_are_rejected_with_their_problems(broken: BrokenDefin
     assert tuple(sorted(p.code for p in LoanMachine.problems_in_dict(broken.data))) == broken.codes
 
 
+# 40: each example builds a transitions Machine and checks every pair of statuses, exhaustively.
 @settings(max_examples=40)
 @given(definitions())
 def test_compiled_table_agrees_with_transitions(data: dict[str, Any]) -> None:
@@ -88,6 +89,7 @@ def _constant(answer: bool) -> Any:
     return guard
 
 
+# 40: each example builds a transitions Machine with guards and fires every pair's trigger.
 @settings(max_examples=40)
 @given(st.data(), definitions())
 def test_guarded_change_agrees_with_firing_the_trigger(data: st.DataObject, definition: dict[str, Any]) -> None:

@@ -194,8 +194,7 @@ def test_durable_path_matches_its_model(db_url: sa.URL) -> None:
         run_state_machine_as_test(
             # A factory works as well as the class (Hypothesis only calls it); the stub says type.
             lambda: DurablePath(store, clock),  # type: ignore[arg-type]
-            # Fewer runs than the profile's count, each of 40 steps: one step is several
-            # transactions on a real server, and 25 x 40 already interleaves ~1,000 actions.
+            # 25 x 40 steps of real database work with crashes, per engine, in every CI run (100 would take minutes).
             settings=settings(max_examples=25, stateful_step_count=40, deadline=None),
         )
     finally:

@@ -130,7 +130,7 @@ def test_clean_histories_are_interleaved_legal_chains(history: History) -> None:
         _assert_legal_path(machine, [e for e in events if e.loan_apply_no == loan])
 
 
-@settings(max_examples=25, suppress_health_check=[HealthCheck.too_slow])
+@settings(suppress_health_check=[HealthCheck.too_slow])
 @given(histories(anomalies=True))
 def test_planted_anomalies_are_exactly_what_the_audit_finds(history: History) -> None:
     """The audit engine reports each planted record, with its kind, and nothing else."""
@@ -138,7 +138,7 @@ def test_planted_anomalies_are_exactly_what_the_audit_finds(history: History) ->
     assert found == sorted((a.index, a.kind) for a in history.anomalies)
 
 
-@settings(max_examples=10, suppress_health_check=[HealthCheck.too_slow])
+@settings(suppress_health_check=[HealthCheck.too_slow])
 @given(histories(anomalies=True))
 def test_history_files_audit_the_same(history: History) -> None:
     """History.to_jsonl() and to_csv() write files the audit reads with the same findings, by line."""
@@ -151,7 +151,7 @@ def test_history_files_audit_the_same(history: History) -> None:
             assert found == planted, suffix
 
 
-@settings(max_examples=25, suppress_health_check=[HealthCheck.too_slow])
+@settings(suppress_health_check=[HealthCheck.too_slow])
 @given(machines(), st.data())
 def test_planted_anomalies_hold_for_any_lifecycle(machine: LoanMachine, data: st.DataObject) -> None:
     """Anomalies planted for a random lifecycle are exactly what the audit finds with that lifecycle."""
@@ -161,6 +161,7 @@ def test_planted_anomalies_hold_for_any_lifecycle(machine: LoanMachine, data: st
 
 
 @pytest.mark.parametrize("kind", ANOMALY_KINDS)
+# 10 per kind: parametrized over every anomaly kind, so the generator is tried 10 x kinds times in all.
 @settings(max_examples=10)
 @given(data=st.data())
 def test_every_anomaly_kind_is_planted(kind: AnomalyKind, data: st.DataObject) -> None:
@@ -315,6 +316,7 @@ class OwnLifecycle(LoanLifecycleStateMachine):
 def test_a_custom_lifecycle_is_driven() -> None:
     """With loan_machine set, the fixed loan book passes against that lifecycle, whose own statuses are reached."""
     OwnLifecycle.reached.clear()
+    # 20: this shows the kit drives a custom lifecycle to its own statuses; the guarantees are tested elsewhere.
     run_state_machine_as_test(OwnLifecycle, settings=settings(max_examples=20, stateful_step_count=20))
     assert OwnLifecycle.reached & {"LATE", "CLOSED"}  # statuses the shipped lifecycle does not have
 
@@ -382,6 +384,7 @@ def test_the_durable_path_passes_the_kit() -> None:
         assert isinstance(adapter, DeliveryFaults)
     finally:
         adapter.close()
+    # 10: each example runs a real SqlStore and Dispatcher for 20 steps; test_store_stateful.py explores them at length.
     run_state_machine_as_test(DurableLifecycle, settings=settings(max_examples=10, stateful_step_count=20))
 
 

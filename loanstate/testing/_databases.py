@@ -8,8 +8,10 @@ For each engine, in order:
 2. a local server on the standard port (127.0.0.1:5432 as ``postgres``,
    127.0.0.1:3306 as ``root``, no password), when one answers;
 3. a throwaway server started from the installed binaries in a temporary
-   directory (PostgreSQL through pytest-postgresql's executor, MariaDB with
-   ``mariadb-install-db`` + ``mariadbd``), stopped at the end of the session;
+   directory on a free port (PostgreSQL with ``initdb`` + ``pg_ctl``, as the
+   unprivileged ``postgres`` user through ``runuser`` when the tests run as
+   root, since PostgreSQL refuses root; MariaDB with ``mariadb-install-db`` +
+   ``mariadbd``), stopped at the end of the session;
 4. otherwise the tests that need it are skipped, with the reason printed,
    except under ``CI=true``, where a missing database fails the run.
 
@@ -21,6 +23,7 @@ dropped afterwards. The pytest plugin exposes this as the fixtures
 from __future__ import annotations
 
 import os
+import pwd
 import shutil
 import socket
 import subprocess
@@ -52,6 +55,9 @@ ENV_POSTGRES: Final = "LOANSTATE_TEST_POSTGRES_URL"
 ENV_MYSQL: Final = "LOANSTATE_TEST_MYSQL_URL"
 
 Kind = Literal["postgresql", "mysql"]
+
+# The unprivileged system user a throwaway PostgreSQL runs as when the tests run as root.
+_POSTGRES_USER: Final = "postgres"
 
 _LOCAL: Final[dict[Kind, str]] = {
     "postgresql": "postgresql+psycopg://postgres@127.0.0.1:5432/postgres",
@@ -131,36 +137,62 @@ def _which(name: str) -> str | None:
     return shutil.which(name, path=os.environ.get("PATH", "") + os.pathsep + extra)
 
 
+def _as_postgres_user() -> list[str] | str:
+    """The command prefix that runs a PostgreSQL binary unprivileged, or why there is none.
+
+    PostgreSQL refuses to run as root: there the binaries run as the
+    ``postgres`` system user (which the server packages create) through
+    ``runuser``; anyone else runs them as themselves.
+    """
+    if not hasattr(os, "geteuid") or os.geteuid() != 0:
+        return []
+    try:
+        pwd.getpwnam(_POSTGRES_USER)
+    except KeyError:
+        return f"running as root, and there is no {_POSTGRES_USER!r} user to run PostgreSQL as"
+    runuser = _which("runuser")
+    if runuser is None:
+        return "running as root, and runuser (util-linux) is not installed to run PostgreSQL unprivileged"
+    return [runuser, "-u", _POSTGRES_USER, "--"]
+
+
 def _start_postgres(workdir: Path) -> Server | str:
     pg_ctl = _which("pg_ctl")
     if pg_ctl is None:
         return "pg_ctl is not installed"
-    if hasattr(os, "geteuid") and os.geteuid() == 0:
-        return "PostgreSQL refuses to run as root, so no throwaway server can be started"
-    try:
-        from pytest_postgresql.executors.proc import PostgreSQLExecutor
-    except ImportError:
-        return "pytest-postgresql is not installed"
-    port = _free_port()
-    executor = PostgreSQLExecutor(
-        executable=pg_ctl,
-        host="127.0.0.1",
-        port=port,
-        datadir=str(workdir / "pgdata"),
-        unixsocketdir=str(workdir),
-        logfile=str(workdir / "postgresql.log"),
-        startparams="-w",
-        dbname="postgres",
-    )
-    try:
-        executor.start()
-    except Exception as exc:
-        return f"starting PostgreSQL from {pg_ctl} failed: {exc}"
+    initdb = Path(os.path.realpath(pg_ctl)).with_name("initdb")
+    if not initdb.exists():
+        return f"initdb is not installed beside {pg_ctl}"
+    prefix = _as_postgres_user()
+    if isinstance(prefix, str):
+        return prefix
+    if prefix:
+        # The unprivileged user must own the data directory and reach it: pytest's
+        # own temporary directories are private to root, so use one of our own.
+        workdir = Path(tempfile.mkdtemp(prefix="loanstate-postgresql-"))
+        record = pwd.getpwnam(_POSTGRES_USER)
+        os.chown(workdir, record.pw_uid, record.pw_gid)
+    datadir, log, port = workdir / "pgdata", workdir / "postgresql.log", _free_port()
+
+    def run(*args: str, timeout: float = 120) -> str | None:
+        """Run a PostgreSQL binary (as the unprivileged user when root); ``None`` on success, else why not."""
+        done = subprocess.run([*prefix, *args], capture_output=True, text=True, check=False, timeout=timeout)
+        return None if done.returncode == 0 else f"{Path(args[0]).name} failed: {done.stderr.strip()[-300:]}"
 
     def stop() -> None:
-        executor.stop()
+        run(pg_ctl, "stop", "-D", str(datadir), "-m", "fast", "-w")
+        if prefix:
+            shutil.rmtree(workdir, ignore_errors=True)
 
+    why = run(str(initdb), "-D", str(datadir), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync")
+    options = f"-p {port} -h 127.0.0.1 -k {workdir}"
+    why = why or run(pg_ctl, "start", "-D", str(datadir), "-l", str(log), "-w", "-t", "90", "-o", options, timeout=120)
     url = sa.make_url(f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres")
+    if why is None:
+        why = _answers(url)
+    if why is not None:
+        stop()
+        return f"starting PostgreSQL from {pg_ctl} failed ({why})"
     return Server("postgresql", url, "throwaway", stop)
 
 
