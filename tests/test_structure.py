@@ -1,8 +1,10 @@
 """The package's imports run one way: no cycle, no upward edge, no product code on the test kit.
 
 The layers are ARCHITECTURE.md's: errors at the bottom, then the field rules, the
-definition and events, the machine, the protocol (``top``), the adapters and the
-store, the dispatcher, and the entry points (cli, console, testing) at the top. A
+definition and events, its checks and diagrams, the machine, the protocol
+(``top``), the adapters and the file readers (the store's import reads with the
+audit's readers), the store, the dispatcher, and the entry points (cli, console,
+testing) at the top. A
 module may import from its own package and from lower layers only. Every import
 counts, including those under ``if TYPE_CHECKING:`` and inside functions: a
 type-only cycle is still a cycle a reader must hold in their head.
@@ -24,23 +26,22 @@ LAYERS: dict[str, int] = {
     "_errors": 0,
     "_validate": 1,
     "_definition": 2,
-    "_checks": 2,
     "_events": 2,
-    "_machine": 3,
-    "_diagrams": 4,
+    "_checks": 3,
+    "_diagrams": 3,
+    "_machine": 4,
     "lifecycles": 4,
     "top": 5,
-    "notifiers": 6,
-    "store": 6,
     "audit": 6,
     "fake": 6,
-    "dispatch": 7,
-    "console": 8,
-    "testing": 8,
-    "_demo": 8,
-    "cli": 9,
-    "__main__": 10,
-    "__init__": 10,
+    "notifiers": 6,
+    "store": 7,
+    "dispatch": 8,
+    "console": 9,
+    "testing": 9,
+    "cli": 10,
+    "__main__": 11,
+    "__init__": 11,
 }
 
 

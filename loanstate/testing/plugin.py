@@ -44,10 +44,10 @@ from loanstate.testing._databases import (
 if TYPE_CHECKING:
     import sqlalchemy as sa
 
-    from loanstate import LoanMachine
+    from loanstate._machine import LoanMachine
+    from loanstate.fake import FakeTopGateway
     from loanstate.notifiers import InMemoryNotifier
     from loanstate.store import SqlStore
-    from loanstate.testing import FakeTopGateway
 
 __all__ = [
     "PROFILES",
@@ -114,7 +114,7 @@ def pytest_configure(config: pytest.Config) -> None:
 @pytest.fixture
 def loan_machine() -> LoanMachine:
     """The lifecycle the loanstate fixtures use (override this fixture to use your own)."""
-    from loanstate import default_machine
+    from loanstate._machine import default_machine
 
     return default_machine()
 
@@ -131,7 +131,7 @@ def in_memory_notifier() -> Iterator[InMemoryNotifier]:
 @pytest.fixture
 def fake_top_gateway(loan_machine: LoanMachine) -> Iterator[FakeTopGateway]:
     """A FakeTopGateway running on loopback, checking against ``loan_machine``."""
-    from loanstate.testing import FakeTopGateway
+    from loanstate.fake import FakeTopGateway
 
     with FakeTopGateway(machine=loan_machine) as gateway:
         yield gateway
