@@ -37,7 +37,7 @@ from loanstate.top import TOO_LARGE, UNREADABLE, Secret
 
 SECRET = "hostile-test-s3cr3t-密钥"
 EVENT = default_machine().change(
-    loan_apply_no="FI-hostile", before="NEW", after="OVERDUE", at=datetime(2024, 1, 1, tzinfo=UTC)
+    loan_apply_no="FI-hostile", before="NEW", after="OVERDUE", at=datetime(2024, 1, 1, tzinfo=UTC), sequence=1
 )
 WRAPPER = "alibaba_finance_xfd_loan_change_notify_response"
 OK = f'{{"{WRAPPER}":{{"result":{{"success":true,"response_code":"SUCCESS"}},"request_id":"g"}}}}'.encode()
