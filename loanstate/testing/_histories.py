@@ -292,6 +292,8 @@ def histories(
     count = draw(st.integers(*loans))
     numbers = draw(st.lists(loan_numbers(), min_size=count + len(planned), max_size=count + len(planned), unique=True))
     per_loan: list[list[_Row]] = []
+    # Built once: a strategy built per loan (a new lambda each time) misses Hypothesis's cache.
+    starts, identities = change_times(), st.none() | texts()
     for index, number in enumerate(numbers):
         kind = planned[index - count] if index >= count else None
         prefix = walk(
@@ -299,9 +301,9 @@ def histories(
             m,
             loan_apply_no=number,
             steps=draw(st.integers(1, max(1, max_changes))),
-            start=draw(change_times()),
-            customer_id=draw(st.none() | texts()),
-            institution_loan_no=draw(st.none() | texts()),
+            start=draw(starts),
+            customer_id=draw(identities),
+            institution_loan_no=draw(identities),
             avoid_dead_end=kind is not None,
         )
         planted = _plant(draw, m, kind, prefix) if kind is not None and prefix else None

@@ -19,6 +19,7 @@ Every strategy takes the :class:`~loanstate.LoanMachine` it draws for
 
 from __future__ import annotations
 
+import functools
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Final
 
@@ -82,6 +83,7 @@ def timezones() -> st.SearchStrategy[timezone]:
     return st.sampled_from(_ZONES)
 
 
+@functools.cache  # one strategy per bounds: kits draw it per event, and a new one each time misses Hypothesis's cache
 def change_times(*, min_value: datetime = _EARLIEST, max_value: datetime = _LATEST) -> st.SearchStrategy[datetime]:
     """Aware datetimes (instants between the naive UTC bounds), written in a drawn zone."""
     return st.builds(
