@@ -165,10 +165,11 @@ def is_request_id(value: object) -> bool:
 
 def check_request_id(value: object) -> str:
     """``value`` as a plain string if it is a request id, else :class:`FieldProblem`."""
-    if isinstance(value, str):
-        text = plain_text(value)
-        if is_request_id(text):
-            return text
+    if not isinstance(value, str):
+        raise FieldProblem(f"must be a string, got {type(value).__name__} {shorten(value)}")
+    text = plain_text(value)
+    if is_request_id(text):
+        return text
     raise FieldProblem(f"must be 1-64 characters of [A-Za-z0-9_-], got {shorten(value)}")
 
 

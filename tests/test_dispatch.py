@@ -698,17 +698,6 @@ def test_a_str_subclass_worker_id_counts_as_its_value(twin: Twin, store: SqlStor
     assert dispatcher.worker_id == "worker-one"
 
 
-def test_an_in_memory_sqlite_store_is_refused_by_the_async_dispatcher() -> None:
-    """AsyncDispatcher works in threads, which would each see an empty in-memory database: refused, saying so."""
-    store = SqlStore("sqlite://")
-    store.create_schema()
-    with pytest.raises(InvalidConfiguration, match="in-memory"):
-        AsyncDispatcher(store, AsyncInMemoryNotifier())
-    populate(store, loans=2, changes=1)
-    assert Dispatcher(store, InMemoryNotifier()).run_once().delivered == 2
-    store.close()
-
-
 async def test_the_sync_dispatcher_works_when_called_inside_an_event_loop(store: SqlStore) -> None:
     """Dispatcher.run_once called from a coroutine runs its loop in a thread of its own, and delivers."""
     names = populate(store, loans=3, changes=2)

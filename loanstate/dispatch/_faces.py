@@ -11,7 +11,6 @@ import threading
 from collections.abc import Callable, Iterator
 
 import attrs
-from sqlalchemy.pool import SingletonThreadPool
 
 from loanstate._errors import InvalidConfiguration
 from loanstate._events import LoanChangeEvent, Receipt
@@ -207,14 +206,6 @@ class AsyncDispatcher(Base[AsyncNotifier]):
         if not inspect.iscoroutinefunction(getattr(self.notifier, "send", None)):
             raise InvalidConfiguration(
                 "notifier", self.notifier, "must have an async send(event) (use Dispatcher for synchronous ones)"
-            )
-        # Each thread would see its own, empty, in-memory database.
-        if isinstance(self.store.engine.pool, SingletonThreadPool):
-            raise InvalidConfiguration(
-                "store",
-                self.store,
-                "an in-memory SQLite database is private to one thread, and AsyncDispatcher works in threads: "
-                "use a file (sqlite:///path) or the sync Dispatcher",
             )
 
     async def run_once(self) -> DispatchReport:
