@@ -112,7 +112,6 @@ class _Tally:
 
 def import_history(
     store: _Store,
-    writer: ChangeWriter,
     numbered: Iterable[tuple[int, object]],
     *,
     batch_size: int = DEFAULT_HISTORY_BATCH,
@@ -123,12 +122,12 @@ def import_history(
     A record is a :class:`~loanstate.LoanChangeEvent`, a mapping of its
     fields (``change_time`` an aware datetime, ISO 8601 with an offset, or the
     API's ``yyyy-MM-dd HH:mm:ss`` in GMT+8; other keys ignored), or a reader's
-    ``Bad``. ``writer`` is the store's (its statements write the rows).
-    After each committed batch ``on_batch`` gets the report so far.
+    ``Bad``. After each committed batch ``on_batch`` gets the report so far.
     """
     if batch_size.__class__ is not int or batch_size < 1:
         raise InvalidConfiguration("batch_size", batch_size, "must be a positive int")
     tally = _Tally()
+    writer = ChangeWriter.for_engine(store.engine, store.machine)  # the statements a transition writes with
     loans = _read_loans(store.machine, numbered, tally)
     names = list(loans)
     for start in range(0, len(names), batch_size):

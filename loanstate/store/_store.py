@@ -422,4 +422,4 @@ class SqlStore:
         sent; a later :meth:`transition` continues the loan's sequence.
         Problems carry the record's 1-based position as ``line``.
         """
-        return import_history(self, self._writer, enumerate(events, start=1), batch_size=batch_size)
+        return import_history(self, enumerate(events, start=1), batch_size=batch_size)
