@@ -144,8 +144,11 @@ def test_conflicts_name_the_line_and_write_nothing_of_their_loan(store: SqlStore
 
 
 def test_a_loan_already_open_continues_from_its_status(store: SqlStore) -> None:
-    """A loan opened by open_loans at the first change's before_status takes the history from sequence 1."""
+    """An open loan at the first before_status takes the history from sequence 1; another identity conflicts."""
     store.open_loans([LoanRecord("B", "OVERDUE", T0, customer_id="c1")])
+    other = store.import_history([change("B", "OVERDUE", "SETTLED", T0 + timedelta(hours=1), "rb1", customer_id="c2")])
+    assert [p.line for p in other.conflicts] == [1]
+    assert "open with customer_id 'c1', institution_loan_no None" in other.conflicts[0].reason
     report = store.import_history([change("B", "OVERDUE", "SETTLED", T0 + timedelta(hours=1), "rb1", customer_id="c1")])
     assert (report.imported, report.opened, report.clean) == (1, 0, True)
     assert store.status("B") == "SETTLED"
