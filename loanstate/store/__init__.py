@@ -7,6 +7,7 @@ in one transaction; :class:`~loanstate.Dispatcher` drains the outbox.
 from __future__ import annotations
 
 from loanstate.store._dialects import make_engine
+from loanstate.store._history_import import HistoryImportReport
 from loanstate.store._import import ImportProblem, ImportReport, LoanRecord
 from loanstate.store._migrate import SchemaStatus
 from loanstate.store._outbox import Outbox
@@ -18,6 +19,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "Change",
     "Claim",
+    "HistoryImportReport",
     "ImportProblem",
     "ImportReport",
     "LoanRecord",

@@ -66,6 +66,8 @@ _OUTBOX_KEYS: Final = (
     "next_attempt_at",
     "created_at",
 )
+# An imported event's outbox row: already delivered (before loanstate), never sent.
+_DELIVERED_KEYS: Final = (*_OUTBOX_KEYS, "delivered_at")
 
 
 def payload_of(event: LoanChangeEvent) -> str:
@@ -108,6 +110,7 @@ class ChangeWriter:
     _cas: str
     _insert_history: str
     _insert_outbox: str
+    _insert_delivered: str
     _time: Callable[[datetime], Any]
     _sane_rowcount: bool
 
@@ -122,6 +125,7 @@ class ChangeWriter:
         )
         insert_history = history.insert().values({k: sa.bindparam(k) for k in _HISTORY_KEYS})
         insert_outbox = outbox.insert().values({k: sa.bindparam(k) for k in _OUTBOX_KEYS})
+        insert_delivered = outbox.insert().values({k: sa.bindparam(k) for k in _DELIVERED_KEYS})
         process = UtcDateTime().bind_processor(engine.dialect)
         read_one = _READ_COLUMNS.where(loans.c.loan_apply_no == sa.bindparam("b_name"))
         return cls(
@@ -130,6 +134,7 @@ class ChangeWriter:
             _driver_sql(cas, _CAS_KEYS, dialect),
             _driver_sql(insert_history, _HISTORY_KEYS, dialect),
             _driver_sql(insert_outbox, _OUTBOX_KEYS, dialect),
+            _driver_sql(insert_delivered, _DELIVERED_KEYS, dialect),
             process or (lambda moment: moment),
             engine.dialect.supports_sane_multi_rowcount,
         )
@@ -181,6 +186,32 @@ class ChangeWriter:
         conn.exec_driver_sql(self._insert_history, history_rows)
         conn.exec_driver_sql(self._insert_outbox, outbox_rows)
         return events
+
+    def write_delivered(self, conn: Connection, numbered: Sequence[tuple[LoanChangeEvent, int]], now: datetime) -> None:
+        """Write the history and outbox rows of events already delivered before loanstate (``(event, sequence)``).
+
+        The rows are those :meth:`apply` writes, with the events' own request_ids
+        and the outbox row ``delivered`` at ``now``; the loans' rows are the caller's.
+        """
+        stamp = self._time(now)
+        history_rows: list[tuple[Any, ...]] = []
+        outbox_rows: list[tuple[Any, ...]] = []
+        for event, sequence in numbered:
+            at = event.change_time
+            offset = int((at.utcoffset() or _ZERO).total_seconds())
+            loan, rid = event.loan_apply_no, event.request_id
+            statuses = (event.before_status, event.after_status)
+            identity = (event.customer_id, event.institution_loan_no)
+            history_rows.append((loan, sequence, *statuses, self._time(at), offset, rid, *identity, stamp))
+            outbox_rows.append((rid, loan, sequence, payload_of(event), "delivered", 0, stamp, stamp, stamp))
+        if history_rows:
+            conn.exec_driver_sql(self._insert_history, history_rows)
+            conn.exec_driver_sql(self._insert_delivered, outbox_rows)
+
+    def move(self, conn: Connection, loan_apply_no: str, *, status: str, old: int, new: int, now: datetime) -> bool:
+        """Compare-and-set one loan from version ``old`` to ``new`` at ``status``; whether it was still at ``old``."""
+        moved = conn.exec_driver_sql(self._cas, (status, new, self._time(now), loan_apply_no, old)).rowcount
+        return bool(moved == 1)
 
     def _compare_and_set(
         self, conn: Connection, read: dict[str, Any], status: dict[str, str], version: dict[str, int], stamp: Any

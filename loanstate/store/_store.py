@@ -22,6 +22,7 @@ from loanstate.store._dialects import (
     make_engine,
     retrying,
 )
+from loanstate.store._history_import import DEFAULT_HISTORY_BATCH, HistoryImportReport, import_history
 from loanstate.store._import import DEFAULT_BATCH, ImportReport, LoanRecord, import_loans
 from loanstate.store._migrate import SchemaStatus, schema_status, upgrade
 from loanstate.store._outbox import Outbox
@@ -404,3 +405,21 @@ class SqlStore:
         *invalid*. Problems carry the record's 1-based position as ``line``.
         """
         return import_loans(self, enumerate(records, start=1), batch_size=batch_size)
+
+    def import_history(
+        self, events: Iterable[LoanChangeEvent | Mapping[str, object]], *, batch_size: int = DEFAULT_HISTORY_BATCH
+    ) -> HistoryImportReport:
+        """Record changes already notified before loanstate: history rows, the loans' status, outbox ``delivered``.
+
+        ``events`` are :class:`~loanstate.LoanChangeEvent` values or mappings of
+        their fields, in the order they happened per loan (loans may be
+        interleaved); their request_ids are kept as they are. Each loan is all
+        or nothing; ``batch_size`` loans are written per transaction. Events
+        already imported count as *unchanged* (the same file can be imported
+        again); a request_id used for other content, or a loan whose history
+        moved past or differs, is a *conflict*, never overwritten; a bad record
+        or a break in a loan's chain is *invalid*. Nothing imported is ever
+        sent; a later :meth:`transition` continues the loan's sequence.
+        Problems carry the record's 1-based position as ``line``.
+        """
+        return import_history(self, enumerate(events, start=1), batch_size=batch_size)
