@@ -1,7 +1,7 @@
 """One classification of every delivery outcome: success, transient, systemic or permanent.
 
 :data:`TABLE` is the table, row by row, with the source of each row; the docs
-("Deliver to Alibaba") show it and a test checks one case per row. Rows are
+(docs/delivering.md) show it and a test checks one case per row. Rows are
 tried top to bottom; codes in the :class:`OutcomePolicy` match the business
 ``response_code`` and the error ``sub_code`` and take precedence over the
 platform rows. Pure functions; notifiers, the dispatcher and the docs all use
