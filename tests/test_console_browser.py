@@ -3,8 +3,10 @@
 The console runs under uvicorn on 127.0.0.1. The tests click through the
 overview, a parked group's retry after logging in with the token, a loan's
 timeline and search; check that a loan number holding ``<script>`` is text;
-that an action without the token is refused; and save the screenshots the docs
-show (docs/_static/console/, at 1280 px and at a phone's width).
+that an action without the token is refused; and take the screenshots the docs
+show (at 1280 px and at a phone's width). They are written into
+docs/_static/console/ when ``LOANSTATE_UPDATE_SCREENSHOTS=1`` (so an ordinary
+run leaves the tracked images alone), else into a temporary directory.
 
 Nothing here downloads a browser: without /usr/bin/chromium and
 /usr/bin/chromedriver (``apt-get install chromium chromium-driver``; scripts/test
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -33,7 +36,7 @@ from loanstate.store import Change, SqlStore
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
-SHOTS = Path(__file__).resolve().parent.parent / "docs" / "_static" / "console"
+DOCS_SHOTS = Path(__file__).resolve().parent.parent / "docs" / "_static" / "console"
 FLAGS = (
     "--headless",
     "--no-sandbox",
@@ -134,10 +137,18 @@ def _by(kind: str) -> Any:
     return getattr(By, kind)
 
 
+def _shots() -> Path:
+    if os.environ.get("LOANSTATE_UPDATE_SCREENSHOTS") == "1":
+        return DOCS_SHOTS
+    return Path(tempfile.gettempdir()) / "loanstate-console-screenshots"
+
+
 def _shot(driver: Any, name: str, size: tuple[int, int]) -> None:
     driver.set_window_size(*size)
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    assert driver.save_screenshot(str(SHOTS / name))
+    folder = _shots()
+    folder.mkdir(parents=True, exist_ok=True)
+    assert driver.save_screenshot(str(folder / name))
+    assert (folder / name).stat().st_size > 1000  # a real picture, not an empty file
 
 
 def _log_in(driver: Any, base: str) -> None:
