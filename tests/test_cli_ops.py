@@ -464,3 +464,79 @@ def test_demo_progress_bars_are_gone_before_the_summary_on_a_terminal() -> None:
     after = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", raw[title:])
     assert "delivering" not in after
     assert "recording" not in after
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_deliver_serves_metrics_while_it_runs(loans_db: tuple[str, SqlStore]) -> None:
+    """``deliver --metrics-port``: /metrics on loopback counts the deliveries and the store's gauges; stops cleanly."""
+    import urllib.request
+
+    url, store = loans_db
+    port = _free_port()
+    with FakeTopGateway() as gateway:
+        env = clean_env(
+            LOANSTATE_APP_KEY="test-app-key", LOANSTATE_APP_SECRET="test-app-secret", LOANSTATE_TOP_URL=gateway.url
+        )
+        with subprocess.Popen(
+            [str(SCRIPT), "deliver", "--db", url, "--metrics-port", str(port)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        ) as worker:
+            text = ""
+            deadline = datetime.now(UTC) + timedelta(seconds=60)
+            while datetime.now(UTC) < deadline and 'loanstate_deliveries_total{outcome="delivered"} 5.0' not in text:
+                try:
+                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as answer:
+                        text = answer.read().decode()
+                except OSError:
+                    pass
+            worker.send_signal(signal.SIGTERM)
+            out, err = worker.communicate(timeout=60)
+    assert 'loanstate_deliveries_total{outcome="delivered"} 5.0' in text, text[-2000:] + err
+    assert 'loanstate_outbox_events{state="delivered"} 5.0' in text
+    assert "loanstate_dispatcher_paused 0.0" in text
+    assert worker.returncode == 0, out + err
+    assert store.outbox_status().delivered == 5
+
+
+def test_deliver_metrics_port_in_use_is_one_clear_line(loans_db: tuple[str, SqlStore]) -> None:
+    """A metrics port another process holds is an input error naming it, before anything is sent."""
+    import socket
+
+    url, store = loans_db
+    with socket.socket() as taken, FakeTopGateway() as gateway:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {"LOANSTATE_APP_KEY": "test-app-key", "LOANSTATE_APP_SECRET": "test-app-secret"}
+        result = run(
+            "deliver", "--db", url, "--once", "--metrics-port", str(port), env={**env, "LOANSTATE_TOP_URL": gateway.url}
+        )
+    assert f"--metrics-port {port}" in one_line_error(result)
+    assert store.outbox_status().delivered == 0
+
+
+def test_a_paused_dispatcher_records_its_pause_for_the_console(loans_db: tuple[str, SqlStore]) -> None:
+    """A wrong secret pauses the dispatcher, which records the pause in the store; a passing probe clears it."""
+    from loanstate.store._pauses import read_pauses
+
+    _, store = loans_db
+    with FakeTopGateway(app_secret=SECRET) as gateway:
+        with TopNotifier("test-app-key", "not-the-secret", url=gateway.url) as wrong:
+            dispatcher = Dispatcher(store, wrong, worker_id="w-pause-test")
+            assert dispatcher.run_once().paused is not None
+        (pause,) = read_pauses(store.engine)
+        assert (pause.worker_id, pause.cause) == ("w-pause-test", "signature")
+        with TopNotifier("test-app-key", SECRET, url=gateway.url) as right:
+            dispatcher.notifier = right
+            assert dispatcher.run_once().delivered == 5
+    assert read_pauses(store.engine) == []

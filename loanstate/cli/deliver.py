@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final
 
 import click
 
-from loanstate.cli._common import EXIT_FINDINGS, debug_option, json_text, printable
+from loanstate.cli._common import EXIT_FINDINGS, InputError, debug_option, json_text, printable
 from loanstate.cli._settings import PRODUCTION_URL, db_options, open_store, require, settings
 
 if TYPE_CHECKING:
+    from loanstate.console.metrics import DispatchMetrics
     from loanstate.dispatch import Attempt, DispatchReport
+    from loanstate.notifiers.top import TopNotifier
+    from loanstate.store import SqlStore
 
 __all__ = ["deliver"]
 
@@ -144,7 +149,16 @@ def report_lines(report: DispatchReport) -> list[str]:
 @db_options
 @click.option("--once", is_flag=True, help="Deliver what is due now, then exit.")
 @click.option("--concurrency", default=32, show_default=True, type=click.IntRange(1, 1024))
-@click.option("--timeout", default=10.0, show_default=True, type=click.FloatRange(0.1, 300.0), help="HTTP seconds.")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(0.1, 300.0),
+    help="HTTP seconds per read (default: the official SDKs' 15 s to connect, 30 s to read).",
+)
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(0, 65535),
+    help="Serve Prometheus metrics on 127.0.0.1:PORT (needs the console extra).",
+)
 @click.option(
     "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True, help="The final report."
 )
@@ -157,7 +171,14 @@ def report_lines(report: DispatchReport) -> list[str]:
 )
 @debug_option
 def deliver(  # noqa: PLR0917 - click passes every option by name anyway
-    db: str | None, config: str | None, once: bool, concurrency: int, timeout: float, fmt: str, log_format: str
+    db: str | None,
+    config: str | None,
+    once: bool,
+    concurrency: int,
+    timeout: float | None,
+    metrics_port: int | None,
+    fmt: str,
+    log_format: str,
 ) -> int:
     """Run the dispatcher: deliver the store's outbox to Alibaba's open platform.
 
@@ -168,7 +189,6 @@ def deliver(  # noqa: PLR0917 - click passes every option by name anyway
     Exit 1 when a loan was parked or delivery ended paused.
     """
     from loanstate.dispatch import Dispatcher
-    from loanstate.notifiers.top import TopNotifier
 
     _configure_logging(log_format)
     s = settings(config, db)
@@ -181,9 +201,17 @@ def deliver(  # noqa: PLR0917 - click passes every option by name anyway
     top_url = s.top_url or PRODUCTION_URL
     with (
         open_store(s) as store,
-        TopNotifier(s.app_key, s.app_secret, url=top_url, timeout=timeout) as notifier,
+        _notifier(s.app_key, s.app_secret, top_url, timeout) as notifier,
+        _metrics(store, metrics_port) as metrics,
     ):
-        dispatcher = Dispatcher(store, notifier, concurrency=concurrency, on_attempt=log_attempt)
+        dispatcher = Dispatcher(
+            store,
+            notifier,
+            concurrency=concurrency,
+            on_attempt=_attempt_hooks(log_attempt, metrics),
+            on_paused=None if metrics is None else metrics.on_paused,
+            on_resumed=None if metrics is None else metrics.on_resumed,
+        )
         where = printable(store.engine.url.render_as_string(hide_password=True))
         log.info("delivering %s -> %s as %s", where, top_url, dispatcher.worker_id)
         report = dispatcher.run_once() if once else dispatcher.run_forever()
@@ -193,3 +221,48 @@ def deliver(  # noqa: PLR0917 - click passes every option by name anyway
         for line in report_lines(report):
             click.echo(line)
     return EXIT_FINDINGS if report.parked or report.paused is not None else 0
+
+
+def _notifier(app_key: str, app_secret: str, url: str, timeout: float | None) -> TopNotifier:
+    """The TOP notifier; ``--timeout`` replaces the official SDKs' defaults only when given."""
+    from loanstate.notifiers.top import TopNotifier
+
+    if timeout is None:
+        return TopNotifier(app_key, app_secret, url=url)
+    return TopNotifier(app_key, app_secret, url=url, timeout=timeout)
+
+
+@contextmanager
+def _metrics(store: SqlStore, port: int | None) -> Iterator[DispatchMetrics | None]:
+    """With ``--metrics-port``: the dispatcher's counters, served with the store's gauges on loopback."""
+    if port is None:
+        yield None
+        return
+    try:
+        from loanstate.console.metrics import DispatchMetrics, serve_metrics
+    except ModuleNotFoundError as missing:
+        raise InputError(
+            f"--metrics-port needs the console extra ({missing.name} is missing): pip install 'loanstate[console]'"
+        ) from None
+    metrics = DispatchMetrics()
+    try:
+        server = serve_metrics(store, port, metrics=metrics)
+    except OSError as exc:
+        raise InputError(f"--metrics-port {port}: cannot listen on 127.0.0.1:{port}: {exc.strerror or exc}") from None
+    log.info("metrics on http://%s:%d/metrics", server.host, server.port)
+    try:
+        yield metrics
+    finally:
+        server.close()
+
+
+def _attempt_hooks(log_line: Callable[[Attempt], None], metrics: DispatchMetrics | None) -> Callable[[Attempt], None]:
+    """The log line for each failed attempt and, with metrics, the counters."""
+    if metrics is None:
+        return log_line
+
+    def both(attempt: Attempt) -> None:
+        log_line(attempt)
+        metrics.on_attempt(attempt)
+
+    return both

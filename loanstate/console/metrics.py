@@ -27,8 +27,9 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from loanstate.dispatch._recorder import PauseRecorder
 from loanstate.store._inspect import STATES, gauges
-from loanstate.store._pauses import clear_pause, read_pauses, record_pause
+from loanstate.store._pauses import read_pauses
 
 if TYPE_CHECKING:
     from wsgiref.simple_server import WSGIServer
@@ -75,43 +76,6 @@ class StoreCollector(Collector):
                 "1 while a dispatcher has paused delivery on a systemic failure.",
                 1.0 if read_pauses(self._store.engine) else 0.0,
             )
-
-
-@attrs.define
-class PauseRecorder:
-    """Persists a dispatcher's pause in the store, so a console in another process shows it.
-
-    Give its ``on_paused``/``on_resumed`` to the dispatcher (or a
-    :class:`DispatchMetrics` made with it). Creating it clears any pause
-    ``worker_id`` left behind by an earlier run. A database error while
-    recording is logged, never raised into the dispatcher.
-    """
-
-    store: SqlStore
-    worker_id: str
-
-    def __attrs_post_init__(self) -> None:
-        clear_pause(self.store.engine, self.worker_id)
-
-    def on_paused(self, pause: Pause) -> None:
-        try:
-            record_pause(
-                self.store.engine,
-                self.worker_id,
-                cause=pause.cause,
-                remedy=pause.remedy,
-                message=pause.message,
-                since=pause.since,
-                now=self.store.now(),
-            )
-        except Exception:
-            _log.exception("could not record the pause of %s in the store", self.worker_id)
-
-    def on_resumed(self) -> None:
-        try:
-            clear_pause(self.store.engine, self.worker_id)
-        except Exception:
-            _log.exception("could not clear the pause of %s in the store", self.worker_id)
 
 
 def _tracer() -> Any:

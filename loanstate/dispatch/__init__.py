@@ -20,7 +20,8 @@ event in the outbox. A permanent failure, or a transient one that has lasted
 go on, and an operator decides (:meth:`SqlStore.retry` / :meth:`SqlStore.skip`).
 A systemic failure (:class:`~loanstate.SystemicDeliveryError`: credentials,
 clock, TLS, an unreachable gateway) parks nothing: delivery pauses
-(:class:`Pause`) and resumes when a probe event goes through.
+(:class:`Pause`, also recorded in the store for the console) and resumes when a
+probe event goes through.
 
 The loop exists once, for asyncio (``_loop.py``); :class:`Dispatcher` and
 :class:`AsyncDispatcher` are its two faces (``_faces.py``).
@@ -28,6 +29,7 @@ The loop exists once, for asyncio (``_loop.py``); :class:`Dispatcher` and
 
 from loanstate.dispatch._faces import AsyncDispatcher, Dispatcher
 from loanstate.dispatch._policy import RetryPolicy
+from loanstate.dispatch._recorder import PauseRecorder
 from loanstate.dispatch._report import Attempt, DispatchReport, Pause
 
-__all__ = ["AsyncDispatcher", "Attempt", "DispatchReport", "Dispatcher", "Pause", "RetryPolicy"]
+__all__ = ["AsyncDispatcher", "Attempt", "DispatchReport", "Dispatcher", "Pause", "PauseRecorder", "RetryPolicy"]

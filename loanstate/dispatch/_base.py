@@ -23,6 +23,7 @@ from loanstate._errors import (
 )
 from loanstate._events import Receipt
 from loanstate.dispatch._policy import RetryPolicy
+from loanstate.dispatch._recorder import PauseRecorder
 from loanstate.dispatch._report import (
     Attempt,
     DispatchReport,
@@ -141,6 +142,7 @@ class Base(Generic[N]):
     on_resumed: OnResumed | None = attrs.field(default=None, kw_only=True, validator=_check_hook)
     _counts: dict[str, int] = attrs.field(factory=lambda: {"delivered": 0, "retried": 0, "parked": 0}, init=False)
     _paused: Pause | None = attrs.field(default=None, init=False)
+    _record: PauseRecorder | None = attrs.field(default=None, init=False)
 
     def __attrs_post_init__(self) -> None:
         if not isinstance(self.store, SqlStore):
@@ -246,7 +248,8 @@ class Base(Generic[N]):
                 self.on_attempt(Attempt(event.request_id, event.loan_apply_no, kind, result.seconds, error))
 
     def pause(self, exc: SystemicDeliveryError) -> None:
-        """Enter the pause (once per episode): one error line naming cause and remedy, then ``on_paused``."""
+        """Enter the pause (once per episode): one error line naming cause and remedy, the pause recorded
+        in the store (``loanstate_pauses``, what the console shows), then ``on_paused``."""
         if self._paused is not None:
             return
         self._paused = Pause(cause=exc.cause, remedy=exc.remedy, message=exc.message, since=self.store.now())
@@ -258,8 +261,15 @@ class Base(Generic[N]):
             self.retry.probe_max,
             exc.message,
         )
+        # Recorded in the store too, so a console or a metrics scrape in another process sees it.
+        self._recorder().on_paused(self._paused)
         if self.on_paused is not None:
             self.on_paused(self._paused)
+
+    def _recorder(self) -> PauseRecorder:
+        if self._record is None:
+            self._record = PauseRecorder(self.store, self.worker_id)
+        return self._record
 
     def resume(self) -> None:
         """Leave the pause: a probe went through."""
@@ -267,6 +277,7 @@ class Base(Generic[N]):
         if pause is None:
             return
         log.warning("delivery resumed: the %s failure paused it since %s", pause.cause, pause.since.isoformat())
+        self._recorder().on_resumed()
         if self.on_resumed is not None:
             self.on_resumed()
 
