@@ -418,7 +418,7 @@ def test_gateway_start_line_as_json() -> None:
 
 
 def test_diagram_never_writes_a_control_character_to_the_terminal(tmp_path: Path) -> None:
-    """A description holding ESC sequences is refused as input or shown as ``\\x1b``: no ESC byte reaches stdout."""
+    """A description holding ESC sequences is refused, or drawn without its control characters: no ESC on stdout."""
     definition = tmp_path / "odd.toml"
     definition.write_text(
         '[lifecycle]\ninitial = "NEW"\nterminal = ["DONE"]\n[statuses]\nNEW = "in \\u001b[31mforce"\nDONE = "done"\n'
@@ -429,7 +429,8 @@ def test_diagram_never_writes_a_control_character_to_the_terminal(tmp_path: Path
     assert "\x1b" not in result.stdout + result.stderr
     assert result.returncode in (0, 2), result.stderr
     if result.returncode == 0:
-        assert "\\x1b[31mforce" in result.stdout
+        # The diagram code strips control characters from descriptions; the rest of the text stays.
+        assert "[31mforce" in result.stdout
 
 
 def test_demo_progress_bars_are_gone_before_the_summary_on_a_terminal() -> None:
