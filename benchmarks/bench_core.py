@@ -140,7 +140,7 @@ def held_bytes(loans: int, pattern: str) -> float:
     if pattern == "loanstate":
         change = default_machine().change
         for i in range(loans):
-            change(loan_apply_no=f"FI{i}", before="NEW", after="OVERDUE", at=AT)
+            change(loan_apply_no=f"FI{i}", before="NEW", after="OVERDUE", at=AT, sequence=1)
     else:
         machine = transitions.Machine(
             model=None, states=STATES, transitions=SPECS, initial="NEW", auto_transitions=False
