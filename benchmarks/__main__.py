@@ -28,6 +28,7 @@ MODULES = {
     "store": "The durable path",
     "deliver": "Delivering the outbox",
     "audit": "Auditing a history (loanstate audit)",
+    "adopt": "Adopting an existing book",
 }
 DOCS = ROOT / "docs" / "performance.md"
 

@@ -9,10 +9,11 @@ signature, query string and body) against the same floor.
 (2) Sequential ``TopNotifier.send`` round trips to a ``FakeTopGateway`` on
 loopback against bare ``httpx2.Client.post`` calls of the very same prepared
 requests (URL, body and headers built beforehand), each round against a fresh
-gateway. (3) 32 concurrent ``AsyncTopNotifier`` deliveries (on aiohttp's
-client) against bare aiohttp client posts of the same prepared requests and,
-for information, bare ``httpx2.AsyncClient`` posts (the gateway shares the
-loop, so a client's CPU per request shows as throughput).
+gateway. (3) 32 concurrent ``AsyncTopNotifier`` deliveries (on httpx2's
+AsyncClient) against bare ``httpx2.AsyncClient`` posts of the same prepared
+requests (the same client library) and, for information, bare aiohttp client
+posts (the gateway shares the loop, so a client's CPU per request shows as
+throughput).
 
 Sides are interleaved round by round. After every round, the gateway's own
 records must show each request_id taking effect exactly once and the bare
@@ -249,8 +250,8 @@ def async_rows(n: int, rounds: int) -> list[Row]:
         Row(
             f"AsyncTopNotifier, {CONCURRENCY} concurrent",
             t["ours"],
-            "bare aiohttp client posts, same prepared requests",
-            t["aiohttp"],
+            "bare httpx2.AsyncClient posts, same prepared requests",
+            t["httpx2"],
             "req/s",
             rounds,
             0.67,
@@ -259,8 +260,8 @@ def async_rows(n: int, rounds: int) -> list[Row]:
         Row(
             f"AsyncTopNotifier, {CONCURRENCY} concurrent",
             t["ours"],
-            "bare httpx2.AsyncClient posts (informative)",
-            t["httpx2"],
+            "bare aiohttp client posts (informative: another HTTP library)",
+            t["aiohttp"],
             "req/s",
             rounds,
             higher_is_better=True,

@@ -62,6 +62,9 @@ def test_quick_run_passes_every_check_and_writes_the_results(tmp_path: Path) -> 
         "Dispatcher: CPU per 1000 delivered events",
         "AsyncDispatcher: CPU per 1000 delivered events",
         "audit 40,000 records",
+        "SQLite: open_loans, 2,000 loans",
+        "tracemalloc peak, SQLite open_loans of 8,000 loans",
+        "SQLite: outbox claim of 32, 5,000 delivered rows present",
     ):
         assert workload in region, workload
     for check in (
@@ -73,6 +76,11 @@ def test_quick_run_passes_every_check_and_writes_the_results(tmp_path: Path) -> 
         "Dispatcher: delivered (report) = 200, delivered (outbox) = 200, pending = 0, parked = 0",
         "bare httpx2 client, 32 threads: all 200 replies were fresh successes",
         "bare aiohttp client, 32 at a time: all 200 replies were fresh successes",
+        "bare httpx2.AsyncClient, 32 at a time: all 200 replies were fresh successes",
+        "SQLite SqlStore.open_loans: exactly 2,000 loans in the table, every one NEW at version 0",
+        "SQLite raw driver executemany: exactly 2,000 loans in the table",
+        "SQLite claim, 5,000 delivered rows present: 20 claims each returned the next 32 pending events",
+        "SQLite claim, 0 delivered rows present: 20 claims each returned the next 32 pending events",
         "SQLite SqlStore.transition_many: 200 changes, as many history and outbox rows",
         "SQLite raw driver, 1 per transaction: 20 changes",
         "audit: 40,000 records read on every side",
@@ -81,6 +89,8 @@ def test_quick_run_passes_every_check_and_writes_the_results(tmp_path: Path) -> 
         assert check in region, check
     if IN_CI or "PostgreSQL:" in region:  # CI has a server: its rows and checks must be there
         assert "PostgreSQL: transition_many" in region
+        assert "PostgreSQL: open_loans, 2,000 loans" in region
+        assert "PostgreSQL claim, 5,000 delivered rows present: 20 claims" in region
         assert "scale-out, 4 worker(s) at c=32: delivered (workers) = 100, delivered (outbox) = 100" in region
         assert "scale-out, 1 worker(s) at c=32: 100 events of 100 loans each took effect once" in region
 
@@ -101,6 +111,8 @@ def test_the_published_results_come_from_a_full_run() -> None:
         "AsyncDispatcher: CPU per 1000 delivered events",
         "PostgreSQL, 4 dispatcher processes",
         "audit 1,000,000 records",
+        "SQLite: open_loans, 1,000,000 loans",
+        "delivered rows present",
     ):
         assert workload in region, workload
     assert "none failed" in region
