@@ -68,6 +68,7 @@ def test_db_upgrade_from_schema_1(tmp_path: Path) -> None:
     assert upgraded.returncode == 0, upgraded.stderr
     assert upgraded.stdout.splitlines() == [
         "added column loanstate_outbox.skipped_at",
+        "added index ix_loanstate_outbox_claim",
         "added index ix_loanstate_outbox_delivered",
         "added table loanstate_pauses",
         "schema version 1 -> 2",

@@ -93,6 +93,7 @@ def test_upgrade_from_a_real_schema_1_database(v1_database: sa.Engine) -> None:
     steps = store.upgrade_schema()
     assert steps == [
         "added column loanstate_outbox.skipped_at",
+        "added index ix_loanstate_outbox_claim",
         "added index ix_loanstate_outbox_delivered",
         "added table loanstate_pauses",
         "schema version 1 -> 2",
@@ -124,6 +125,7 @@ def test_an_interrupted_upgrade_runs_again(v1_database: sa.Engine) -> None:
         )
     store = SqlStore(v1_database)
     assert store.upgrade_schema() == [
+        "added index ix_loanstate_outbox_claim",
         "added index ix_loanstate_outbox_delivered",
         "added table loanstate_pauses",
         "schema version 1 -> 2",

@@ -132,8 +132,8 @@ def _add_table(conn: Connection, table: sa.Table) -> list[str]:
 
 
 def _to_2(conn: Connection) -> list[str]:
-    """1 -> 2: ``outbox.skipped_at`` (retention counts a skipped row's age from it), the index
-    on (state, delivered_at) that lets pruning find the oldest delivered rows without a scan,
+    """1 -> 2: ``outbox.skipped_at`` (retention counts a skipped row's age from it), the indexes
+    on (state, id) and (state, delivered_at) that let the claim and pruning skip delivered rows,
     and ``loanstate_pauses`` (a dispatcher's pause, for the console)."""
     outbox = schema.outbox
     done = _add_column(conn, outbox, outbox.c.skipped_at)
@@ -143,8 +143,9 @@ def _to_2(conn: Connection) -> list[str]:
         .where(outbox.c.state == "skipped", outbox.c.skipped_at.is_(None))
         .values(skipped_at=outbox.c.created_at)
     )
-    index = next(ix for ix in outbox.indexes if ix.name == "ix_loanstate_outbox_delivered")
-    return done + _add_index(conn, index) + _add_table(conn, schema.pauses)
+    for name in ("ix_loanstate_outbox_claim", "ix_loanstate_outbox_delivered"):
+        done += _add_index(conn, next(ix for ix in outbox.indexes if ix.name == name))
+    return done + _add_table(conn, schema.pauses)
 
 
 _STEPS: Final[dict[int, Callable[[Connection], list[str]]]] = {1: _to_2}

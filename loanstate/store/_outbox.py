@@ -78,14 +78,20 @@ _LET_GO: Final = (
 
 
 def _claim_statement(dialect: str) -> sa.Select[Any]:
-    """Due heads of their loans, oldest first: nothing earlier of the loan is pending or parked."""
+    """Due heads of their loans, oldest first: nothing earlier of the loan is pending or parked.
+
+    The states are written into the SQL, not bound: a server's generic plan for a
+    prepared ``state = $1`` cannot know the value is the rare ``pending``, and
+    walked every delivered row in id order (a claim 5x slower with 200,000
+    delivered rows on PostgreSQL); with the constant it takes the (state, id) index.
+    """
     earlier = outbox.alias("earlier")
     blocked = (
         sa.select(earlier.c.id)
         .where(
             earlier.c.loan_apply_no == outbox.c.loan_apply_no,
             earlier.c.sequence < outbox.c.sequence,
-            earlier.c.state.in_(_OPEN),
+            earlier.c.state.in_(sa.bindparam("b_open", list(_OPEN), expanding=True, literal_execute=True)),
         )
         .exists()
     )
@@ -101,7 +107,7 @@ def _claim_statement(dialect: str) -> sa.Select[Any]:
             outbox.c.first_failed_at,
         )
         .where(
-            outbox.c.state == "pending",
+            outbox.c.state == sa.literal("pending", literal_execute=True),
             outbox.c.next_attempt_at <= now,
             sa.or_(outbox.c.lease_expires_at.is_(None), outbox.c.lease_expires_at <= now),
             ~blocked,

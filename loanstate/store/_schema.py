@@ -19,8 +19,8 @@ from loanstate.store._dialects import TABLE_OPTIONS, BigId, Key, UtcDateTime
 __all__ = ["SCHEMA_VERSION", "history", "loans", "meta", "metadata", "outbox", "pauses"]
 
 #: Bump on every change to the tables below, with a migration from the previous one
-#: (loanstate/store/_migrate.py). 2: ``outbox.skipped_at`` and the index that keeps
-#: pruning delivered rows fast on a large table; ``loanstate_pauses``.
+#: (loanstate/store/_migrate.py). 2: ``outbox.skipped_at``; the indexes that keep the
+#: claim and pruning fast on a large table of delivered rows; ``loanstate_pauses``.
 SCHEMA_VERSION: Final = 2
 
 # Every text field of an event is at most 64 characters (see loanstate._events).
@@ -90,8 +90,11 @@ outbox: Final = sa.Table(
     # When an operator set the event aside; with delivered_at, what retention counts from.
     sa.Column("skipped_at", UtcDateTime),
     sa.UniqueConstraint("loan_apply_no", "sequence", name="uq_loanstate_outbox_loan_sequence"),
-    # The claim's index: the due pending rows, found without reading the delivered ones.
+    # The due pending rows, by when they are due (backoff, the lag of the oldest).
     sa.Index("ix_loanstate_outbox_due", "state", "next_attempt_at"),
+    # The claim's index: pending rows in id order, so a claim reads only pending rows
+    # however many delivered ones the table holds (its ORDER BY id LIMIT walked them all).
+    sa.Index("ix_loanstate_outbox_claim", "state", "id"),
     # Retention's index: the oldest delivered rows first, in batches.
     sa.Index("ix_loanstate_outbox_delivered", "state", "delivered_at"),
     **TABLE_OPTIONS,
